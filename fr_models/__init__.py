@@ -1,0 +1,29 @@
+"""Face-recognition models for mixup-env: frequency-domain backbones, margin heads that take soft labels,
+the training step and evaluation, and face data sets. Knows nothing of Gymnasium or RL."""
+
+from fr_models.backbones import BACKBONES, FrequencyBackbone, UnblockBackbone, make_backbone
+from fr_models.data import DATA_ENV_VAR, FaceData, images_to_tensor, load_faces, load_npz, split_per_identity
+from fr_models.heads import ArcFaceHead, ClassifierHead, SoftmaxHead, make_head
+from fr_models.synthetic import make_synthetic_faces
+from fr_models.trainer import FRConfig, FRTrainer, atomic_torch_save
+
+__all__ = [
+    "BACKBONES",
+    "DATA_ENV_VAR",
+    "ArcFaceHead",
+    "ClassifierHead",
+    "FRConfig",
+    "FRTrainer",
+    "FaceData",
+    "FrequencyBackbone",
+    "SoftmaxHead",
+    "UnblockBackbone",
+    "atomic_torch_save",
+    "images_to_tensor",
+    "load_faces",
+    "load_npz",
+    "make_backbone",
+    "make_head",
+    "make_synthetic_faces",
+    "split_per_identity",
+]

@@ -1,0 +1,149 @@
+"""Face-recognition backbones that read masked frequency channels and return L2-normalised embeddings.
+
+Two designs, chosen by name with :func:`make_backbone`:
+
+* ``"grid"`` (:class:`FrequencyBackbone`): a small CNN directly on the ``(H/8) x (W/8)`` grid of blocks. Fast
+  (about 9 ms per update of 64 faces of 64x64 on 2 CPU cores), but a face shifted by a few pixels changes every
+  block's coefficients, so it generalises less well from few images per identity.
+* ``"unblock"`` (:class:`UnblockBackbone`): a learned per-block inverse (a stride-8 transposed convolution, i.e.
+  a learned partial inverse DCT from the kept channels only) back to the pixel grid, then a pixel CNN. More
+  accurate, about 6x slower per update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["BACKBONES", "FrequencyBackbone", "UnblockBackbone", "make_backbone"]
+
+#: Bound on standardised input values: frequency channels are heavy-tailed (up to ~56 standard deviations).
+INPUT_CLIP = 10.0
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
+
+def _embedding(features: int, embedding_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim))
+
+
+class _FrequencyInput(nn.Module):
+    """Shared input handling: shape check, per-channel standardisation (stored buffers) and clipping.
+
+    The standardisation is affine and per channel, so mixing before or after it gives the same input.
+    """
+
+    in_mean: torch.Tensor
+    in_std: torch.Tensor
+
+    def __init__(self, in_channels: int, input_size: tuple[int, int], embedding_dim: int) -> None:
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.embedding_dim = int(embedding_dim)
+        self.register_buffer("in_mean", torch.zeros(in_channels))
+        self.register_buffer("in_std", torch.ones(in_channels))
+
+    @torch.no_grad()
+    def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the per-channel standardisation, e.g. from the training set's frequency channels.
+
+        :param mean: ``(in_channels,)`` channel means.
+        :param std: ``(in_channels,)`` channel standard deviations (floored at 1e-6).
+        """
+        self.in_mean.copy_(mean.reshape(-1))
+        self.in_std.copy_(std.reshape(-1).clamp_min(1e-6))
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """Check the shape, standardise per channel, clip to ``[-INPUT_CLIP, INPUT_CLIP]``."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels or tuple(x.shape[-2:]) != self.input_size:
+            raise ValueError(
+                f"expected input (N, {self.in_channels}, {self.input_size[0]}, {self.input_size[1]}), "
+                f"got {tuple(x.shape)}"
+            )
+        x = (x - self.in_mean.view(1, -1, 1, 1)) / self.in_std.view(1, -1, 1, 1)
+        return x.clamp(-INPUT_CLIP, INPUT_CLIP)
+
+
+class FrequencyBackbone(_FrequencyInput):
+    """A small CNN on the grid of blocks (``(N, C, H/8, W/8)`` in, ``(N, D)`` unit vectors out).
+
+    :param in_channels: number of frequency channels (after masking).
+    :param input_size: spatial size ``(h, w)`` of the channels (image size / 8).
+    :param embedding_dim: size of the embedding.
+    :param widths: channels of the two stages (the second halves the spatial size).
+    """
+
+    def __init__(
+        self, in_channels: int, input_size: tuple[int, int], embedding_dim: int = 128, widths: Sequence[int] = (32, 64)
+    ) -> None:
+        super().__init__(in_channels, input_size, embedding_dim)
+        if len(widths) != 2:
+            raise ValueError(f"the grid backbone takes 2 stage widths, got widths={list(widths)}")
+        w1, w2 = int(widths[0]), int(widths[1])
+        self.features = nn.Sequential(
+            _conv_bn(in_channels, w1), _conv_bn(w1, w1), _conv_bn(w1, w2, stride=2), _conv_bn(w2, w2)
+        )
+        h, w = (self.input_size[0] + 1) // 2, (self.input_size[1] + 1) // 2
+        self.embed = _embedding(w2 * h * w, embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:param x: ``(N, in_channels, h, w)``. :return: ``(N, embedding_dim)`` with unit L2 norm."""
+        return F.normalize(self.embed(self.features(self.standardize(x))), dim=1)
+
+
+class UnblockBackbone(_FrequencyInput):
+    """Learned per-block inverse to the pixel grid, then a pixel CNN.
+
+    :param in_channels: number of frequency channels (after masking).
+    :param input_size: spatial size ``(h, w)`` of the channels (image size / 8).
+    :param embedding_dim: size of the embedding.
+    :param widths: ``(c, w1, w2, w3)``: maps produced per pixel by the learned inverse, then the widths of three
+        stride-2 stages.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        input_size: tuple[int, int],
+        embedding_dim: int = 128,
+        widths: Sequence[int] = (8, 16, 32, 64),
+    ) -> None:
+        super().__init__(in_channels, input_size, embedding_dim)
+        if len(widths) != 4:
+            raise ValueError(f"the unblock backbone takes 4 widths (c, w1, w2, w3), got widths={list(widths)}")
+        c, w1, w2, w3 = (int(w) for w in widths)
+        self.unblock = nn.Sequential(
+            nn.ConvTranspose2d(in_channels, c, 8, stride=8, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)
+        )
+        self.features = nn.Sequential(
+            _conv_bn(c, w1, 2), _conv_bn(w1, w2, 2), _conv_bn(w2, w2), _conv_bn(w2, w3, 2), _conv_bn(w3, w3)
+        )
+        self.embed = _embedding(w3 * self.input_size[0] * self.input_size[1], embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:param x: ``(N, in_channels, h, w)``. :return: ``(N, embedding_dim)`` with unit L2 norm."""
+        return F.normalize(self.embed(self.features(self.unblock(self.standardize(x)))), dim=1)
+
+
+BACKBONES: dict[str, type[_FrequencyInput]] = {"grid": FrequencyBackbone, "unblock": UnblockBackbone}
+
+
+def make_backbone(
+    name: str, in_channels: int, input_size: tuple[int, int], embedding_dim: int, widths: Sequence[int] | None = None
+) -> _FrequencyInput:
+    """Build a backbone by name (``"grid"`` or ``"unblock"``); ``widths=None`` takes its default widths."""
+    try:
+        cls = BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}") from None
+    if widths is None:
+        return cls(in_channels, input_size, embedding_dim)
+    return cls(in_channels, input_size, embedding_dim, widths)

@@ -1,0 +1,154 @@
+"""k-way MixUp of a batch, with soft labels.
+
+Each sample ``i`` of a batch becomes a convex combination of itself and ``k_i - 1`` distinct partners drawn
+from the same batch, ``x'_i = sum_j w_ij x_{p_ij}``, with weights ``w_i ~ Dirichlet(alpha * 1_{k_i})``; its
+label becomes the same combination of the partners' one-hot (or soft) labels. ``k_i = 1`` leaves the sample
+untouched. All randomness comes from one ``torch.Generator``, so a seeded generator gives the same mix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["MixResult", "mix_batch", "sample_dirichlet", "sample_gamma"]
+
+
+def sample_gamma(shape: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gamma(shape, 1) samples drawn from ``generator`` (Marsaglia & Tsang, 2000).
+
+    ``torch.distributions`` cannot take a generator, so this sampler is written out; it is exact (rejection
+    sampling, repeated until every entry is accepted).
+
+    :param shape: positive concentration parameters, any shape, floating point.
+    :param generator: source of randomness; ``None`` uses torch's global generator.
+    :return: samples of the same shape, dtype and device as ``shape``.
+    """
+    if not bool((shape > 0).all()):
+        raise ValueError("gamma shape parameters must be > 0")
+    a = shape.to(torch.float64)
+    boost = a < 1  # Gamma(a) = Gamma(a + 1) * U**(1/a) for a < 1
+    a1 = torch.where(boost, a + 1.0, a)
+    d = a1 - 1.0 / 3.0
+    c = 1.0 / torch.sqrt(9.0 * d)
+    out = torch.empty_like(a)
+    todo = torch.ones_like(a, dtype=torch.bool)
+    while bool(todo.any()):
+        x = torch.randn(a.shape, generator=generator, dtype=torch.float64, device=a.device)
+        u = torch.rand(a.shape, generator=generator, dtype=torch.float64, device=a.device)
+        v = (1.0 + c * x) ** 3
+        ok = (v > 0) & (torch.log(u) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+        take = todo & ok
+        out = torch.where(take, d * v, out)
+        todo = todo & ~ok
+    if bool(boost.any()):
+        u = torch.rand(a.shape, generator=generator, dtype=torch.float64, device=a.device)
+        out = torch.where(boost, out * u ** (1.0 / a), out)
+    return out.to(shape.dtype)
+
+
+def sample_dirichlet(concentration: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Dirichlet samples over the last dimension (normalised gamma draws).
+
+    :param concentration: ``(..., k)`` positive parameters.
+    :param generator: source of randomness.
+    :return: ``(..., k)`` non-negative weights summing to 1 over the last dimension.
+    """
+    g = sample_gamma(concentration, generator)
+    return g / g.sum(-1, keepdim=True)
+
+
+@dataclass
+class MixResult:
+    """The outcome of :func:`mix_batch`.
+
+    :ivar inputs: mixed inputs, same shape as the given batch.
+    :ivar soft_labels: ``(N, num_classes)``, rows sum to 1.
+    :ivar partners: ``(N, k_max)`` indices into the batch; column 0 is the sample itself.
+    :ivar weights: ``(N, k_max)`` mixing weights; zero past each sample's own ``k``; rows sum to 1.
+    :ivar k: ``(N,)`` number of images mixed into each sample.
+    """
+
+    inputs: torch.Tensor
+    soft_labels: torch.Tensor
+    partners: torch.Tensor
+    weights: torch.Tensor
+    k: torch.Tensor
+
+
+def _as_k(k: int | torch.Tensor, n: int, device: torch.device) -> torch.Tensor:
+    kt = torch.as_tensor(k, device=device)
+    if kt.is_floating_point() or kt.is_complex() or kt.dtype == torch.bool:
+        raise TypeError(f"k must be an int or an integer tensor, got dtype {kt.dtype}")
+    kt = kt.long()
+    if kt.ndim == 0:
+        kt = kt.expand(n)
+    if kt.shape != (n,):
+        raise ValueError(f"k must be an int or have shape ({n},) (one per sample), got shape {tuple(kt.shape)}")
+    if n and int(kt.min()) < 1:
+        raise ValueError(f"k must be >= 1 (1 = unmixed), got {int(kt.min())}")
+    if n and int(kt.max()) > n:
+        raise ValueError(
+            f"k={int(kt.max())} needs {int(kt.max())} distinct images of the batch but the batch has {n}: "
+            f"accepted k in 1..{n}"
+        )
+    return kt
+
+
+def mix_batch(
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    k: int | torch.Tensor,
+    num_classes: int,
+    alpha: float | torch.Tensor = 1.0,
+    generator: torch.Generator | None = None,
+) -> MixResult:
+    """Mix every sample of a batch with ``k - 1`` distinct partners from the same batch.
+
+    :param inputs: ``(N, ...)`` batch (e.g. masked frequency channels).
+    :param labels: ``(N,)`` integer class labels, or ``(N, num_classes)`` soft labels.
+    :param k: images per mix: one int for the whole batch or an ``(N,)`` integer tensor (per sample),
+        each in ``1..N``.
+    :param num_classes: number of classes of the soft labels.
+    :param alpha: Dirichlet concentration (scalar, or ``(N,)`` per sample); 1 = uniform on the simplex,
+        large = nearly equal weights, small = one image dominates.
+    :param generator: source of randomness (partners and weights).
+    :return: a :class:`MixResult`.
+    """
+    n = inputs.shape[0]
+    if labels.shape[0] != n:
+        raise ValueError(f"inputs have {n} samples but labels have {labels.shape[0]}")
+    device = inputs.device
+    kt = _as_k(k, n, device)
+    if n == 0:
+        raise ValueError("cannot mix an empty batch")
+    if labels.ndim == 1:
+        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+            raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
+        targets = torch.nn.functional.one_hot(labels.long(), num_classes).to(inputs.dtype)
+    elif labels.shape == (n, num_classes):
+        targets = labels.to(inputs.dtype)
+    else:
+        raise ValueError(f"labels must have shape ({n},) or ({n}, {num_classes}), got {tuple(labels.shape)}")
+    alpha_t = torch.as_tensor(alpha, dtype=torch.float64, device=device)
+    if not bool((alpha_t > 0).all()):
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+
+    k_max = int(kt.max())
+    # Partners: a random order of the other samples (self excluded), the first k_max - 1 of them.
+    scores = torch.rand((n, n), generator=generator, device=device)
+    scores.fill_diagonal_(2.0)
+    others = scores.argsort(dim=1)[:, : k_max - 1]
+    partners = torch.cat([torch.arange(n, device=device).unsqueeze(1), others], dim=1)
+
+    active = torch.arange(k_max, device=device).unsqueeze(0) < kt.unsqueeze(1)  # (N, k_max)
+    conc = alpha_t.reshape(-1, 1).expand(n, k_max) if alpha_t.ndim else alpha_t.expand(n, k_max)
+    gam = sample_gamma(conc.contiguous(), generator) * active
+    weights = (gam / gam.sum(1, keepdim=True)).to(inputs.dtype)
+
+    w_in = weights.reshape(n, k_max, *([1] * (inputs.ndim - 1)))
+    mixed = (w_in * inputs[partners]).sum(1)
+    # k = 1 rows: the weight is exactly 1 on the sample itself and 0 elsewhere, so mixed == inputs exactly.
+    soft = torch.einsum("nk,nkc->nc", weights, targets[partners])
+    return MixResult(inputs=mixed, soft_labels=soft, partners=partners, weights=weights, k=kt)

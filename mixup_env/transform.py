@@ -1,0 +1,186 @@
+"""Block-DCT frequency transform and channel masking (the PPFR-FD masking).
+
+An image of ``H x W`` pixels is cut into ``8 x 8`` blocks; each block gets an orthonormal 2-D DCT-II, and the
+coefficients of the same frequency ``(u, v)`` from all blocks are gathered into one channel. One colour plane
+thus becomes 64 channels of ``(H/8) x (W/8)``; channel ``8*u + v`` holds frequency ``(u, v)`` (``u`` vertical,
+``v`` horizontal). With ``C`` colour planes, the channel of plane ``c`` is ``64*c + 8*u + v``.
+
+Masking drops a set of channels, by default the DC and low-frequency ones (``u + v <= 3``), which is exactly
+PartialFace's list ``0, 1, 2, 3, 8, 9, 10, 16, 17, 24``: they carry most of what a person sees in a face,
+while the remaining channels still carry identity.
+
+Everything here is plain, batched torch: it runs on any device and is differentiable, so attacks can optimise
+an image through the transform.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "BLOCK",
+    "CHANNELS_PER_PLANE",
+    "PARTIALFACE_DROPPED",
+    "ChannelMask",
+    "FrequencyMasking",
+    "block_dct",
+    "block_idct",
+    "dct_matrix",
+    "low_frequency_channels",
+]
+
+BLOCK = 8
+CHANNELS_PER_PLANE = BLOCK * BLOCK
+#: The channels PartialFace (Mi et al., ICCV 2023) drops from each colour plane: all (u, v) with u + v <= 3.
+PARTIALFACE_DROPPED: tuple[int, ...] = (0, 1, 2, 3, 8, 9, 10, 16, 17, 24)
+
+
+def dct_matrix(n: int = BLOCK, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+    """Orthonormal DCT-II matrix ``D`` (``n x n``): ``D @ x`` is ``scipy.fft.dct(x, norm="ortho")``.
+
+    :param n: transform length.
+    :param dtype: floating dtype of the result.
+    :param device: device of the result.
+    :return: the matrix, with ``D @ D.T == I``.
+    """
+    k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
+    i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
+    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d.to(dtype=dtype, device=device)
+
+
+def _kron_basis(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The 64x64 matrix ``K`` with ``K[8u+v, 8i+j] = D[u,i] * D[v,j]`` (2-D DCT of a flattened block)."""
+    d = dct_matrix(BLOCK, torch.float64)
+    return torch.kron(d, d).to(dtype=dtype, device=device)
+
+
+def _check_images(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor of images (N, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"expected images of shape (N, C, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected a floating-point tensor, got dtype {x.dtype}; convert with x.float()")
+    h, w = x.shape[-2:]
+    if h % BLOCK or w % BLOCK or h == 0 or w == 0:
+        raise ValueError(
+            f"image size {h}x{w} is not a multiple of {BLOCK}: the block DCT needs height and width that are "
+            f"positive multiples of {BLOCK} (e.g. 64x64 or 112x112); resize or crop the images first"
+        )
+
+
+def block_dct(x: torch.Tensor) -> torch.Tensor:
+    """8x8 block DCT-II (orthonormal) with same-frequency coefficients gathered into channels.
+
+    :param x: images ``(N, C, H, W)``, floating point, ``H`` and ``W`` multiples of 8.
+    :return: ``(N, 64*C, H/8, W/8)``; channel ``64*c + 8*u + v`` is frequency ``(u, v)`` of plane ``c``.
+    """
+    _check_images(x)
+    n, c, h, w = x.shape
+    hb, wb = h // BLOCK, w // BLOCK
+    blocks = x.reshape(n, c, hb, BLOCK, wb, BLOCK).permute(0, 1, 2, 4, 3, 5).reshape(n, c, hb, wb, CHANNELS_PER_PLANE)
+    coeffs = blocks @ _kron_basis(x.dtype, x.device).T
+    return coeffs.permute(0, 1, 4, 2, 3).reshape(n, c * CHANNELS_PER_PLANE, hb, wb)
+
+
+def block_idct(y: torch.Tensor) -> torch.Tensor:
+    """Exact inverse of :func:`block_dct`.
+
+    :param y: frequency channels ``(N, 64*C, h, w)``.
+    :return: images ``(N, C, 8*h, 8*w)``.
+    """
+    if not isinstance(y, torch.Tensor) or y.ndim != 4 or y.shape[1] % CHANNELS_PER_PLANE:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"expected frequency channels of shape (N, 64*C, h, w), got {shape}")
+    n, cc, hb, wb = y.shape
+    c = cc // CHANNELS_PER_PLANE
+    coeffs = y.reshape(n, c, CHANNELS_PER_PLANE, hb, wb).permute(0, 1, 3, 4, 2)
+    blocks = coeffs @ _kron_basis(y.dtype, y.device)
+    blocks = blocks.reshape(n, c, hb, wb, BLOCK, BLOCK).permute(0, 1, 2, 4, 3, 5)
+    return blocks.reshape(n, c, hb * BLOCK, wb * BLOCK)
+
+
+def low_frequency_channels(max_order: int = 3) -> tuple[int, ...]:
+    """Channels ``8*u + v`` of one colour plane with ``u + v <= max_order`` (``max_order=0``: DC only).
+
+    :param max_order: the largest ``u + v`` counted as low frequency, in ``0..14``.
+    :return: the sorted channel indices; for ``max_order=3`` this is :data:`PARTIALFACE_DROPPED`.
+    """
+    if not 0 <= int(max_order) <= 2 * (BLOCK - 1):
+        raise ValueError(f"max_order={max_order} is out of range: accepted 0..{2 * (BLOCK - 1)}")
+    return tuple(8 * u + v for u in range(BLOCK) for v in range(BLOCK) if u + v <= max_order)
+
+
+class ChannelMask:
+    """Which frequency channels of each colour plane are dropped, and the indices of those kept.
+
+    :param dropped: channel indices in ``0..63`` dropped from every colour plane; default: the DC and
+        low-frequency channels (:data:`PARTIALFACE_DROPPED`). An empty sequence keeps everything.
+    :param planes: number of colour planes (1 for grayscale, 3 for colour).
+    """
+
+    def __init__(self, dropped: Iterable[int] | None = None, planes: int = 1) -> None:
+        dropped = PARTIALFACE_DROPPED if dropped is None else tuple(int(i) for i in dropped)
+        bad = [i for i in dropped if not 0 <= i < CHANNELS_PER_PLANE]
+        if bad:
+            raise ValueError(f"dropped channels {bad} are out of range: accepted indices 0..63 (8*u + v)")
+        if int(planes) < 1:
+            raise ValueError(f"planes={planes} is invalid: accepted a positive number of colour planes")
+        self.dropped: tuple[int, ...] = tuple(sorted(set(dropped)))
+        if len(self.dropped) == CHANNELS_PER_PLANE:
+            raise ValueError("the mask drops all 64 channels: keep at least one")
+        self.planes = int(planes)
+        per_plane = [i for i in range(CHANNELS_PER_PLANE) if i not in self.dropped]
+        #: indices into the (64*planes)-channel output of :func:`block_dct` that are kept, ascending
+        self.kept: tuple[int, ...] = tuple(CHANNELS_PER_PLANE * p + i for p in range(self.planes) for i in per_plane)
+
+    @property
+    def num_kept(self) -> int:
+        """Number of channels after masking (over all colour planes)."""
+        return len(self.kept)
+
+    def __repr__(self) -> str:
+        return f"ChannelMask(dropped={list(self.dropped)}, planes={self.planes})"
+
+
+class FrequencyMasking(nn.Module):
+    """Images -> masked frequency channels (:func:`block_dct`, then keep :attr:`ChannelMask.kept`).
+
+    :param mask: the channel mask; default ``ChannelMask()`` (DC and low frequencies dropped, grayscale).
+    """
+
+    kept_index: torch.Tensor
+
+    def __init__(self, mask: ChannelMask | None = None) -> None:
+        super().__init__()
+        self.mask = mask if mask is not None else ChannelMask()
+        self.register_buffer("kept_index", torch.tensor(self.mask.kept, dtype=torch.long), persistent=False)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the masked output."""
+        return self.mask.num_kept
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """:param images: ``(N, C, H, W)`` floating point, ``C`` = the mask's planes.
+        :return: ``(N, num_kept, H/8, W/8)``."""
+        _check_images(images)
+        if images.shape[1] != self.mask.planes:
+            raise ValueError(f"images have {images.shape[1]} colour planes, the mask expects {self.mask.planes}")
+        return block_dct(images).index_select(1, self.kept_index)
+
+    def expand(self, masked: torch.Tensor) -> torch.Tensor:
+        """Put masked channels back in their places of the full 64*C layout, zeros where dropped."""
+        n, _, h, w = masked.shape
+        full = masked.new_zeros(n, CHANNELS_PER_PLANE * self.mask.planes, h, w)
+        return full.index_copy(1, self.kept_index, masked)
+
+    def to_image(self, masked: torch.Tensor) -> torch.Tensor:
+        """What survives of the image after masking: inverse DCT with dropped channels set to zero."""
+        return block_idct(self.expand(masked))
