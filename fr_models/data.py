@@ -86,6 +86,8 @@ def load_npz(path: str | os.PathLike[str]) -> FaceData:
         raise FileNotFoundError(f"face data file {str(p)!r} does not exist")
     if p.stat().st_size == 0:
         raise ValueError(f"face data file {str(p)!r} is empty: expected a .npz archive with 'images' and 'labels'")
+    if not zipfile.is_zipfile(p):
+        raise ValueError(f"face data file {str(p)!r} is not a readable .npz archive (no zip signature)")
     try:
         with np.load(p, allow_pickle=False) as z:
             missing = [k for k in ("images", "labels") if k not in z.files]

@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny env configuration and the real data folder (if $MIXUP_ENV_DATA points to one)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+#: Small and fast: 16-image batches, a narrow backbone, a few steps.
+TINY_ENV: dict[str, Any] = {"batch_size": 16, "episode_steps": 6, "eval_every": 3, "widths": (8, 16), "embedding_dim": 32}
+
+
+@pytest.fixture
+def tiny_env_kwargs() -> dict[str, Any]:
+    return dict(TINY_ENV)
+
+
+@pytest.fixture
+def data_root() -> Path:
+    root = os.environ.get("MIXUP_ENV_DATA")
+    if not root or not Path(root).is_dir():
+        pytest.skip("set MIXUP_ENV_DATA to the folder of real face data sets to run this test")
+    return Path(root)

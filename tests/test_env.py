@@ -1,0 +1,162 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import mixup_env
+from fr_models import FRTrainer
+from mixup_env import OBS_NAMES, FrequencyMixupEnv, register_reward
+from mixup_env.rewards import _REWARDS
+
+ENV_ID = "mixup_env/FrequencyMixup-v0"
+
+
+def rollout(env, seed, actions):
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    rewards, infos = [], []
+    for a in actions:
+        obs, r, term, trunc, info = env.step(a)
+        out.append(obs)
+        rewards.append(r)
+        infos.append(info)
+    return np.stack(out), np.array(rewards), infos
+
+
+def test_registered_and_makes(tiny_env_kwargs):
+    assert ENV_ID in gym.registry and ENV_ID in mixup_env.ENV_IDS
+    env = gym.make(ENV_ID, **tiny_env_kwargs)
+    assert isinstance(env.unwrapped, FrequencyMixupEnv)
+    assert env.action_space == gym.spaces.Discrete(5)
+    assert env.observation_space.shape == (len(OBS_NAMES),) and env.observation_space.dtype == np.float32
+
+
+def test_gymnasium_and_sb3_env_checkers_pass(tiny_env_kwargs):
+    env = gym.make(ENV_ID, **tiny_env_kwargs)
+    gym_check_env(env.unwrapped, skip_render_check=True, skip_close_check=True)
+    sb3_check_env(FrequencyMixupEnv(**tiny_env_kwargs), warn=True)
+
+
+def test_same_seed_and_actions_give_identical_trajectories(tiny_env_kwargs):
+    env = gym.make(ENV_ID, **tiny_env_kwargs)
+    actions = [0, 4, 2, 2, 1, 3]
+    o1, r1, i1 = rollout(env, 11, actions)
+    o2, r2, i2 = rollout(gym.make(ENV_ID, **tiny_env_kwargs), 11, actions)
+    assert np.array_equal(o1, o2) and np.array_equal(r1, r2)
+    assert [i["accuracy"] for i in i1] == [i["accuracy"] for i in i2]
+    o3, r3, _ = rollout(env, 12, actions)
+    assert not np.array_equal(r1, r3)
+
+
+def test_step_semantics_info_and_truncation(tiny_env_kwargs):
+    env = gym.make(ENV_ID, **tiny_env_kwargs)
+    obs, info = env.reset(seed=0)
+    assert obs[0] == 0.0 and obs[OBS_NAMES.index("last_k")] == 0.0 and 0.0 <= info["accuracy"] <= 1.0
+    for t in range(1, 7):
+        obs, reward, terminated, truncated, info = env.step(4 if t % 2 else 0)
+        assert set(info) >= {"mixed_loss", "clean_loss", "accuracy", "evaluated", "k", "step"}
+        assert info["k"] == (6.0 if t % 2 else 2.0) and info["step"] == t
+        assert isinstance(reward, float) and reward == info["mixed_loss"]  # default reward: fr_loss
+        assert obs[0] == pytest.approx(t / 6) and env.observation_space.contains(obs)
+        assert info["evaluated"] == (t % 3 == 0)
+        assert terminated is False and truncated == (t == 6)
+
+
+def test_mixing_more_images_raises_the_loss(tiny_env_kwargs):
+    """More images mixed: a harder (higher-loss) batch than the clean one, on average."""
+    env = gym.make(ENV_ID, **{**tiny_env_kwargs, "episode_steps": 30, "batch_size": 32})
+    gaps = {}
+    for a in (0, 4):
+        _, _, infos = rollout(env, 0, [a] * 30)
+        gaps[a] = np.mean([i["mixed_loss"] - i["clean_loss"] for i in infos])
+    assert gaps[4] > gaps[0] > 0
+
+
+def test_k_values_with_k1_is_unmixed_training(tiny_env_kwargs):
+    env = gym.make(ENV_ID, **{**tiny_env_kwargs, "k_values": (1, 3)})
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(0)
+    assert info["k"] == 1.0
+    # unmixed: the train-mode loss on the batch is close to the eval-mode clean loss of the same batch
+    assert info["mixed_loss"] == pytest.approx(info["clean_loss"], rel=0.3)
+
+
+def test_custom_reward_by_name_with_kwargs(tiny_env_kwargs):
+    before = dict(_REWARDS)
+    try:
+        @register_reward("test_gap")
+        def gap(record, weight=1.0):
+            return record.mixed_loss - weight * record.clean_loss
+
+        env = gym.make(ENV_ID, reward="test_gap", reward_kwargs={"weight": 0.5}, **tiny_env_kwargs)
+        env.reset(seed=0)
+        _, r, _, _, info = env.step(2)
+        assert r == pytest.approx(info["mixed_loss"] - 0.5 * info["clean_loss"])
+        with pytest.raises(ValueError, match=r"unknown reward 'nope'; known rewards: .*fr_loss.*test_gap"):
+            gym.make(ENV_ID, reward="nope", **tiny_env_kwargs)
+    finally:
+        _REWARDS.clear()
+        _REWARDS.update(before)
+
+
+@pytest.mark.parametrize("action", [5, -1, 2.0, np.array([1, 2]), "3"])
+def test_action_outside_the_space_is_rejected(tiny_env_kwargs, action):
+    env = FrequencyMixupEnv(**tiny_env_kwargs)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"outside the action space Discrete\(5\).*0\.\.4.*k_values=\(2, 3, 4, 5, 6\)"):
+        env.step(action)
+    env.step(np.int64(4))  # numpy integers are fine
+    env.step(np.array(1))
+
+
+def test_bad_configuration_is_rejected(tiny_env_kwargs, tmp_path):
+    kw = dict(tiny_env_kwargs)
+    with pytest.raises(ValueError, match=r"k_values \[8\] cannot be mixed within a batch of 4.*1\.\.batch_size"):
+        FrequencyMixupEnv(**{**kw, "batch_size": 4, "k_values": (2, 8)})
+    with pytest.raises(ValueError, match="distinct integers"):
+        FrequencyMixupEnv(**{**kw, "k_values": (2, 2)})
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "odd.npz", images=rng.integers(0, 255, (40, 20, 20), dtype=np.uint8), labels=np.arange(40) % 4)
+    with pytest.raises(ValueError, match=r"20x20 .* is not a multiple of 8.*image_size="):
+        FrequencyMixupEnv(data=str(tmp_path / "odd.npz"), **kw)
+    env = FrequencyMixupEnv(data=str(tmp_path / "odd.npz"), image_size=16, **kw)
+    assert env.fr_config.input_size == (2, 2)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty"):
+        FrequencyMixupEnv(data=str(tmp_path / "empty.npz"), **kw)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        FrequencyMixupEnv(data=str(tmp_path / "missing.npz"), **kw)
+    with pytest.raises(ValueError, match="known heads"):
+        FrequencyMixupEnv(head="nope", **kw)
+    with pytest.raises(RuntimeError, match="reset"):
+        FrequencyMixupEnv(**kw).step(0)
+
+
+def test_save_fr_model_round_trip(tiny_env_kwargs, tmp_path):
+    env = FrequencyMixupEnv(**tiny_env_kwargs)
+    env.reset(seed=0)
+    env.step(1)
+    path = env.save_fr_model(tmp_path / "fr.pt")
+    loaded = FRTrainer.load(path)
+    x = env._test_x
+    assert torch.equal(loaded.predict(x), env.trainer.predict(x))
+    assert loaded.updates == 1
+
+
+def test_unblock_backbone_and_arcface_run(tiny_env_kwargs):
+    env = FrequencyMixupEnv(**{**tiny_env_kwargs, "backbone": "unblock", "widths": (4, 8, 8, 8), "head": "arcface"})
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(0)
+    assert np.isfinite(r) and info["k"] == 2.0
+
+
+def test_real_faces_need_resizing_then_run(data_root, tiny_env_kwargs):
+    with pytest.raises(ValueError, match="112x92"):
+        FrequencyMixupEnv(data="att_faces", **tiny_env_kwargs)
+    env = FrequencyMixupEnv(data="att_faces", image_size=64, **tiny_env_kwargs)
+    assert env.num_classes == 40
+    env.reset(seed=0)
+    _, r, _, _, _ = env.step(0)
+    assert np.isfinite(r)
