@@ -122,6 +122,24 @@ class FRTrainer:
         return self.head(self.backbone(inputs), targets)
 
     @torch.no_grad()
+    def sample_stats(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-sample statistics of the current model on clean labelled inputs (evaluation mode, one forward).
+
+        :param inputs: ``(N, C, h, w)`` masked frequency channels.
+        :param labels: ``(N,)`` integer labels.
+        :return: ``loss`` (the head's loss), ``confidence`` (softmax probability of the true class, margin-free
+            logits) and ``margin`` (that probability minus the largest other class's), each ``(N,)``.
+        """
+        self.backbone.eval()
+        self.head.eval()
+        emb = self.backbone(inputs)
+        loss = self.head(emb, labels)
+        prob = torch.softmax(self.head.logits(emb), dim=1)
+        true = prob.gather(1, labels.long().unsqueeze(1)).squeeze(1)
+        other = prob.scatter(1, labels.long().unsqueeze(1), -1.0).max(1).values
+        return {"loss": loss, "confidence": true, "margin": true - other}
+
+    @torch.no_grad()
     def predict(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """Closed-set identification: the class with the largest logit, ``(N,)``."""
         self.backbone.eval()

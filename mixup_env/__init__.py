@@ -12,9 +12,17 @@ from __future__ import annotations
 
 import gymnasium
 
-from mixup_env.envs import OBS_NAMES, FrequencyMixupEnv
+from mixup_env.envs import ACTION_MODES, GLOBAL_FEATURES, SAMPLE_FEATURES, FrequencyMixupEnv, split_observation
 from mixup_env.mixing import MixResult, mix_batch, sample_dirichlet
-from mixup_env.rewards import StepRecord, get_reward, list_rewards, make_reward, register_reward
+from mixup_env.rewards import (
+    StepRecord,
+    UtilityAware,
+    WeightedSum,
+    get_reward,
+    list_rewards,
+    make_reward,
+    register_reward,
+)
 from mixup_env.transform import (
     PARTIALFACE_DROPPED,
     ChannelMask,
@@ -26,21 +34,33 @@ from mixup_env.transform import (
 
 __version__ = "0.1.0"
 
-#: Registered environment ids.
-ENV_IDS: tuple[str, ...] = ("mixup_env/FrequencyMixup-v0",)
+#: Registered environment ids and the action mode each one fixes.
+ENV_IDS: dict[str, str] = {
+    "mixup_env/FrequencyMixup-v0": "batch_discrete",
+    "mixup_env/FrequencyMixupPerSample-v0": "sample_discrete",
+    "mixup_env/FrequencyMixupContinuous-v0": "batch_continuous",
+    "mixup_env/FrequencyMixupPerSampleContinuous-v0": "sample_continuous",
+}
 
-if ENV_IDS[0] not in gymnasium.registry:
-    gymnasium.register(id=ENV_IDS[0], entry_point="mixup_env.envs.frequency_mixup:FrequencyMixupEnv")
+for _id, _mode in ENV_IDS.items():
+    if _id not in gymnasium.registry:
+        gymnasium.register(
+            id=_id, entry_point="mixup_env.envs.frequency_mixup:FrequencyMixupEnv", kwargs={"action_mode": _mode}
+        )
 
 __all__ = [
+    "ACTION_MODES",
     "ENV_IDS",
-    "OBS_NAMES",
+    "GLOBAL_FEATURES",
     "PARTIALFACE_DROPPED",
     "ChannelMask",
     "FrequencyMasking",
     "FrequencyMixupEnv",
     "MixResult",
+    "SAMPLE_FEATURES",
     "StepRecord",
+    "UtilityAware",
+    "WeightedSum",
     "block_dct",
     "block_idct",
     "get_reward",
@@ -50,4 +70,5 @@ __all__ = [
     "mix_batch",
     "register_reward",
     "sample_dirichlet",
+    "split_observation",
 ]

@@ -7,7 +7,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mixup_env
 from fr_models import FRTrainer
-from mixup_env import OBS_NAMES, FrequencyMixupEnv, register_reward
+from mixup_env import GLOBAL_FEATURES, SAMPLE_FEATURES, FrequencyMixupEnv, register_reward, split_observation
 from mixup_env.rewards import _REWARDS
 
 ENV_ID = "mixup_env/FrequencyMixup-v0"
@@ -30,13 +30,89 @@ def test_registered_and_makes(tiny_env_kwargs):
     env = gym.make(ENV_ID, **tiny_env_kwargs)
     assert isinstance(env.unwrapped, FrequencyMixupEnv)
     assert env.action_space == gym.spaces.Discrete(5)
-    assert env.observation_space.shape == (len(OBS_NAMES),) and env.observation_space.dtype == np.float32
+    assert env.observation_space.shape == (6 + 16 * 4,) and env.observation_space.dtype == np.float32
 
 
-def test_gymnasium_and_sb3_env_checkers_pass(tiny_env_kwargs):
-    env = gym.make(ENV_ID, **tiny_env_kwargs)
+@pytest.mark.parametrize("env_id", list(mixup_env.ENV_IDS))
+@pytest.mark.parametrize("control_alpha", [False, True])
+def test_gymnasium_and_sb3_env_checkers_pass(tiny_env_kwargs, env_id, control_alpha):
+    if control_alpha and "Continuous" not in env_id:
+        pytest.skip("control_alpha is for continuous modes")
+    kw = {**tiny_env_kwargs, "control_alpha": control_alpha}
+    env = gym.make(env_id, **kw)
+    assert env.unwrapped.action_mode == mixup_env.ENV_IDS[env_id]
     gym_check_env(env.unwrapped, skip_render_check=True, skip_close_check=True)
-    sb3_check_env(FrequencyMixupEnv(**tiny_env_kwargs), warn=True)
+    sb3_check_env(FrequencyMixupEnv(action_mode=mixup_env.ENV_IDS[env_id], **kw), warn=True)
+
+
+@pytest.mark.parametrize("mode,space", [
+    ("batch_discrete", gym.spaces.Discrete(5)),
+    ("sample_discrete", gym.spaces.MultiDiscrete([5] * 16)),
+    ("batch_continuous", gym.spaces.Box(-1, 1, (1,), np.float32)),
+    ("sample_continuous", gym.spaces.Box(-1, 1, (16,), np.float32)),
+])
+def test_action_modes_spaces_and_k_encoding(tiny_env_kwargs, mode, space):
+    env = FrequencyMixupEnv(action_mode=mode, **tiny_env_kwargs)
+    assert env.action_space == space
+    env.reset(seed=0)
+    for k in (2, 4, 6):
+        action = env.action_for_k(k)
+        assert env.action_space.contains(action)
+        _, _, _, _, info = env.step(action)
+        assert info["k"] == k and (info["k_per_sample"] == k).all()
+    if mode.startswith("sample"):
+        ks = [2, 3, 4, 5, 6, 2, 3, 4, 5, 6, 2, 2, 2, 2, 6, 6]
+        _, _, _, _, info = env.step(env.action_for_k(ks))
+        assert info["k_per_sample"].tolist() == ks and info["k"] == pytest.approx(np.mean(ks))
+        assert info["mixed_loss_per_sample"].shape == (16,)
+    else:
+        with pytest.raises(ValueError, match="give one k"):
+            env.action_for_k([2, 3])
+    with pytest.raises(ValueError, match=r"k \[7\] not in k_values"):
+        env.action_for_k(7)
+
+
+def test_continuous_mapping_to_k_and_alpha(tiny_env_kwargs):
+    env = FrequencyMixupEnv(action_mode="sample_continuous", control_alpha=True, alpha_range=(0.1, 10.0),
+                            **tiny_env_kwargs)
+    assert env.action_space.shape == (32,)
+    a = np.concatenate([np.linspace(-1, 1, 16), np.full(16, -1.0)]).astype(np.float32)
+    k, alpha = env.decode_action(a)
+    assert k[0] == 2 and k[-1] == 6 and k[7] == 4 and (np.diff(k) >= 0).all()
+    assert np.allclose(alpha, 0.1)
+    _, alpha = env.decode_action(np.concatenate([np.zeros(16), np.ones(16)]).astype(np.float32))
+    assert np.allclose(alpha, 10.0)
+    _, alpha = env.decode_action(np.zeros(32, np.float32))
+    assert np.allclose(alpha, 1.0)  # geometric middle of (0.1, 10)
+    assert np.allclose(env.decode_action(env.action_for_k(3, alpha=0.1))[1], 0.1)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(a)
+    assert info["alpha"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match=r"expected 32 finite values in \[-1, 1\] \(k values, then alpha values\)"):
+        env.step(np.full(32, 1.5, np.float32))
+    with pytest.raises(ValueError, match="control_alpha=True needs a continuous action_mode"):
+        FrequencyMixupEnv(action_mode="sample_discrete", control_alpha=True, **tiny_env_kwargs)
+
+
+def test_per_sample_observation_features(tiny_env_kwargs):
+    env = FrequencyMixupEnv(action_mode="sample_discrete", **tiny_env_kwargs)
+    obs, _ = env.reset(seed=0)
+    glob, per = split_observation(obs)
+    assert glob.shape == (len(GLOBAL_FEATURES),) and per.shape == (16, len(SAMPLE_FEATURES))
+    assert ((obs >= 0) & (obs <= 1)).all()
+    x, y = env._batch
+    stats = env.trainer.sample_stats(x, y)
+    loss = stats["loss"].numpy()
+    assert np.allclose(per[:, 0], loss / (loss + np.log(env.num_classes)), atol=1e-6)
+    assert np.allclose(per[:, 1], stats["confidence"].numpy(), atol=1e-6)
+    assert np.allclose(per[:, 2], (stats["margin"].numpy() + 1) / 2, atol=1e-6)
+    counts = np.bincount(env._train_y.numpy(), minlength=env.num_classes)
+    assert np.allclose(per[:, 3], counts[y.numpy()] / counts.max())
+    # batched observations split too
+    g2, p2 = split_observation(np.stack([obs, obs]))
+    assert g2.shape == (2, 6) and p2.shape == (2, 16, 4)
+    with pytest.raises(ValueError, match="6 \\+ N\\*4 entries"):
+        split_observation(obs[:-1])
 
 
 def test_same_seed_and_actions_give_identical_trajectories(tiny_env_kwargs):
@@ -53,7 +129,7 @@ def test_same_seed_and_actions_give_identical_trajectories(tiny_env_kwargs):
 def test_step_semantics_info_and_truncation(tiny_env_kwargs):
     env = gym.make(ENV_ID, **tiny_env_kwargs)
     obs, info = env.reset(seed=0)
-    assert obs[0] == 0.0 and obs[OBS_NAMES.index("last_k")] == 0.0 and 0.0 <= info["accuracy"] <= 1.0
+    assert obs[0] == 0.0 and obs[GLOBAL_FEATURES.index("last_k")] == 0.0 and 0.0 <= info["accuracy"] <= 1.0
     for t in range(1, 7):
         obs, reward, terminated, truncated, info = env.step(4 if t % 2 else 0)
         assert set(info) >= {"mixed_loss", "clean_loss", "accuracy", "evaluated", "k", "step"}
@@ -99,6 +175,20 @@ def test_custom_reward_by_name_with_kwargs(tiny_env_kwargs):
     finally:
         _REWARDS.clear()
         _REWARDS.update(before)
+
+
+def test_utility_aware_reward_reports_terms(tiny_env_kwargs):
+    env = FrequencyMixupEnv(reward="utility_aware", **tiny_env_kwargs)
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(0)
+    assert set(info["reward_terms"]) == {"mixing_cost", "privacy_shortfall"}
+    assert r == pytest.approx(sum(info["reward_terms"].values()))
+    assert info["clean_loss_after"] >= 0
+
+
+def test_unknown_action_mode_is_rejected(tiny_env_kwargs):
+    with pytest.raises(ValueError, match="unknown action_mode 'per_pixel'; accepted: batch_discrete, sample_discrete"):
+        FrequencyMixupEnv(action_mode="per_pixel", **tiny_env_kwargs)
 
 
 @pytest.mark.parametrize("action", [5, -1, 2.0, np.array([1, 2]), "3"])

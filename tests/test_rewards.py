@@ -1,9 +1,22 @@
+import dataclasses
+import math
+
 import pytest
 
-from mixup_env.rewards import StepRecord, get_reward, list_rewards, make_reward, register_reward, _REWARDS
+from mixup_env.rewards import (
+    _REWARDS,
+    StepRecord,
+    UtilityAware,
+    WeightedSum,
+    get_reward,
+    list_rewards,
+    make_reward,
+    record_terms,
+    register_reward,
+)
 
-RECORD = StepRecord(mixed_loss=2.5, clean_loss=1.0, accuracy=0.4, evaluated=True, k_mean=4.0, step=3,
-                    episode_steps=10, num_classes=20)
+RECORD = StepRecord(mixed_loss=2.5, clean_loss=1.0, clean_loss_after=0.8, accuracy=0.4, evaluated=True, k_mean=4.0,
+                    alpha_mean=1.0, step=3, episode_steps=10, num_classes=20)
 
 
 @pytest.fixture
@@ -57,3 +70,57 @@ def test_name_clash_needs_overwrite(clean_registry):
     assert make_reward("fr_loss")(RECORD) == 0.0
     with pytest.raises(ValueError, match="non-empty string"):
         register_reward("")
+
+
+def test_record_derived_terms():
+    assert RECORD.learning_progress == pytest.approx(0.2)
+    assert RECORD.k_fraction == pytest.approx(0.5)  # k=4 in 2..6
+    assert {"mixed_loss", "clean_loss", "learning_progress", "k_fraction", "accuracy"} <= set(record_terms())
+
+
+def test_weighted_sum_reports_each_weighted_term():
+    fn = make_reward("weighted_sum", {"terms": {"mixed_loss": 1.0, "clean_loss": -0.5, "fr_loss": 2.0, "k_fraction": -1}})
+    terms = fn(RECORD)
+    assert terms == {"mixed_loss": 2.5, "clean_loss": -0.5, "fr_loss": 5.0, "k_fraction": -0.5}
+    with pytest.raises(ValueError, match=r"unknown reward term 'speed'; accepted: record quantities .*mixed_loss"):
+        WeightedSum({"speed": 1.0})
+    with pytest.raises(ValueError, match="non-empty mapping"):
+        WeightedSum({})
+
+
+def test_utility_aware_terms_and_values():
+    L = math.log(20)
+    fn = UtilityAware(floor=0.7, cost=1.0, penalty=5.0)
+    rec = dataclasses.replace(RECORD, mixed_loss=0.5 * L, clean_loss=0.3 * L)
+    terms = fn(rec)
+    assert terms["mixing_cost"] == pytest.approx(-0.2)
+    assert terms["privacy_shortfall"] == pytest.approx(-5 * 0.2)
+    above = fn(dataclasses.replace(rec, mixed_loss=0.9 * L))
+    assert above["privacy_shortfall"] == 0.0 and above["mixing_cost"] == pytest.approx(-0.6)
+    with pytest.raises(ValueError, match="floor=3"):
+        UtilityAware(floor=3)
+
+
+def test_utility_aware_optimum_is_not_the_largest_k():
+    """Mixed loss rising (concavely) with k, as measured: the best k clears the floor with the least excess."""
+    L = math.log(20)
+    clean = 0.5
+    mixed_by_k = {2: 0.62, 3: 0.68, 4: 0.72, 5: 0.75, 6: 0.77}  # in units of L
+    fn = make_reward("utility_aware")  # floor 0.7
+    score = {k: sum(fn(dataclasses.replace(RECORD, mixed_loss=m * L, clean_loss=clean * L)).values())
+             for k, m in mixed_by_k.items()}
+    assert max(score, key=score.get) == 4
+    assert max(make_reward("fr_loss")(dataclasses.replace(RECORD, mixed_loss=m * L)) for m in mixed_by_k.values()) \
+        == make_reward("fr_loss")(dataclasses.replace(RECORD, mixed_loss=0.77 * L))
+    # later in training, losses fall: clearing the floor needs more mixing
+    later = {k: m - 0.05 for k, m in mixed_by_k.items()}
+    score = {k: sum(fn(dataclasses.replace(RECORD, mixed_loss=m * L, clean_loss=(clean - 0.05) * L)).values())
+             for k, m in later.items()}
+    assert max(score, key=score.get) == 5
+
+
+def test_reward_kwargs_not_taken_raise_clearly():
+    with pytest.raises(TypeError, match=r"reward 'utility_aware' does not accept reward_kwargs \{'weight': 2\}"):
+        make_reward("utility_aware", {"weight": 2})
+    with pytest.raises(TypeError, match=r"reward 'fr_loss' does not accept reward_kwargs"):
+        make_reward("fr_loss", {"scale": 2})

@@ -1,5 +1,11 @@
 """Environment classes, one per file."""
 
-from mixup_env.envs.frequency_mixup import OBS_NAMES, FrequencyMixupEnv
+from mixup_env.envs.frequency_mixup import (
+    ACTION_MODES,
+    GLOBAL_FEATURES,
+    SAMPLE_FEATURES,
+    FrequencyMixupEnv,
+    split_observation,
+)
 
-__all__ = ["OBS_NAMES", "FrequencyMixupEnv"]
+__all__ = ["ACTION_MODES", "GLOBAL_FEATURES", "SAMPLE_FEATURES", "FrequencyMixupEnv", "split_observation"]

@@ -19,10 +19,12 @@ from mixup_env.mixing import mix_batch
 from mixup_env.rewards import StepRecord, make_reward
 from mixup_env.transform import ChannelMask, FrequencyMasking
 
-__all__ = ["FrequencyMixupEnv", "OBS_NAMES"]
+__all__ = ["ACTION_MODES", "GLOBAL_FEATURES", "SAMPLE_FEATURES", "FrequencyMixupEnv", "split_observation"]
 
-#: Names of the observation entries, in order (see the class docstring's Observation Space table).
-OBS_NAMES: tuple[str, ...] = (
+#: The action modes (see the class docstring's Action Space section).
+ACTION_MODES: tuple[str, ...] = ("batch_discrete", "sample_discrete", "batch_continuous", "sample_continuous")
+#: Global observation entries, in order (the first ``len(GLOBAL_FEATURES)`` entries of an observation).
+GLOBAL_FEATURES: tuple[str, ...] = (
     "progress",
     "batch_clean_loss",
     "running_clean_loss",
@@ -30,10 +32,25 @@ OBS_NAMES: tuple[str, ...] = (
     "accuracy",
     "last_k",
 )
+#: Per-sample observation entries for each sample of the upcoming batch (sample-major after the global ones).
+SAMPLE_FEATURES: tuple[str, ...] = ("loss", "confidence", "margin", "class_frequency")
 _EMA = 0.1  # weight of the newest value in the running losses
 
 
-class FrequencyMixupEnv(gym.Env[np.ndarray, np.int64]):
+def split_observation(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split observations into their global and per-sample parts.
+
+    :param obs: ``(..., len(GLOBAL_FEATURES) + N * len(SAMPLE_FEATURES))`` observation(s).
+    :return: ``(global, per_sample)`` of shapes ``(..., len(GLOBAL_FEATURES))`` and ``(..., N, len(SAMPLE_FEATURES))``.
+    """
+    obs = np.asarray(obs)
+    g, f = len(GLOBAL_FEATURES), len(SAMPLE_FEATURES)
+    if obs.shape[-1] < g or (obs.shape[-1] - g) % f:
+        raise ValueError(f"an observation has {g} + N*{f} entries, got {obs.shape[-1]}")
+    return obs[..., :g], obs[..., g:].reshape(*obs.shape[:-1], -1, f)
+
+
+class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     """
     ## Description
 
@@ -47,30 +64,50 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Action Space
 
-    ``Discrete(len(k_values))``: action ``i`` mixes every sample of the next batch with ``k_values[i] - 1``
-    partners from the same batch (default ``k_values = (2, 3, 4, 5, 6)``, so action 0 is ``k=2`` and 4 is
-    ``k=6``). ``k = 1`` (no mixing) may be included for ablations.
+    Set by ``action_mode`` (``K = len(k_values)``, ``N = batch_size``); each registered id fixes one:
+
+    | action_mode         | id                                            | space                          |
+    |---------------------|-----------------------------------------------|--------------------------------|
+    | ``batch_discrete``  | ``mixup_env/FrequencyMixup-v0``               | ``Discrete(K)``                |
+    | ``sample_discrete`` | ``mixup_env/FrequencyMixupPerSample-v0``      | ``MultiDiscrete([K] * N)``     |
+    | ``batch_continuous``| ``mixup_env/FrequencyMixupContinuous-v0``     | ``Box(-1, 1, (1,))`` or ``(2,)``|
+    | ``sample_continuous``| ``mixup_env/FrequencyMixupPerSampleContinuous-v0`` | ``Box(-1, 1, (N,))`` or ``(2N,)`` |
+
+    A discrete action ``i`` means ``k = k_values[i]`` (default ``(2, 3, 4, 5, 6)``; ``k = 1``, no mixing, may be
+    included for ablations); per-sample actions give each sample of the batch its own ``k``. A continuous value
+    ``a`` in ``[-1, 1]`` picks the nearest of ``K`` evenly spaced points, ``k_values[round((a + 1) / 2 * (K - 1))]``.
+    With ``control_alpha=True`` a second block of values (one, or one per sample) sets the Dirichlet concentration
+    of the mixing weights, log-uniformly in ``alpha_range`` (``-1`` = the lowest, ``+1`` = the highest).
+    :meth:`action_for_k` encodes a k (or one per sample) as an action of the env's mode.
 
     ## Observation Space
 
-    ``Box(0, 1, (6,), float32)``. Losses ``l`` are squashed as ``l / (l + log(num_classes))`` (0.5 at the
-    chance-level cross-entropy).
+    ``Box(0, 1, (6 + 4 * N,), float32)``: six global entries, then four entries for each sample of the
+    *upcoming* batch (sample-major; :func:`split_observation` separates them). Losses ``l`` are squashed as
+    ``l / (l + log(num_classes))`` (0.5 at the chance-level cross-entropy).
 
-    | Num | Name                 | Meaning                                                                    |
-    |-----|----------------------|----------------------------------------------------------------------------|
-    | 0   | progress             | fraction of the episode's FR updates done                                   |
-    | 1   | batch_clean_loss     | current FR model's mean loss on the *upcoming* batch, unmixed (squashed)   |
-    | 2   | running_clean_loss   | running mean (EMA 0.1) of the clean batch loss (squashed)                  |
-    | 3   | running_mixed_loss   | running mean (EMA 0.1) of the mixed batch loss (squashed)                  |
-    | 4   | accuracy             | last evaluated clean identification accuracy on held-out images            |
-    | 5   | last_k               | last k chosen, scaled to [0, 1] over ``k_values`` (0 before the first step) |
+    | Index      | Name               | Meaning                                                                    |
+    |------------|--------------------|----------------------------------------------------------------------------|
+    | 0          | progress           | fraction of the episode's FR updates done                                   |
+    | 1          | batch_clean_loss   | current FR model's mean loss on the upcoming batch, unmixed (squashed)     |
+    | 2          | running_clean_loss | running mean (EMA 0.1) of the clean batch loss (squashed)                  |
+    | 3          | running_mixed_loss | running mean (EMA 0.1) of the mixed batch loss (squashed)                  |
+    | 4          | accuracy           | last evaluated clean identification accuracy on held-out images            |
+    | 5          | last_k             | mean k of the last step, scaled to [0, 1] over ``k_values`` (0 at start)   |
+    | 6 + 4i     | loss               | sample i's clean loss under the current model (squashed)                   |
+    | 7 + 4i     | confidence         | softmax probability of sample i's true identity                            |
+    | 8 + 4i     | margin             | (that probability - the largest other one + 1) / 2                         |
+    | 9 + 4i     | class_frequency    | training images of sample i's identity / those of the largest identity     |
 
     ## Rewards
 
     Chosen by name from the reward registry (:mod:`mixup_env.rewards`), ``reward="fr_loss"`` by default: the
-    mean FR loss on the mixed batch, measured in the forward pass of the update it causes. ``info`` carries
-    every number a reward may use: ``mixed_loss``, ``clean_loss`` (same model, same batch, unmixed),
-    ``accuracy``, ``evaluated``, ``k``, ``step``, ``skipped_updates``.
+    mean FR loss on the mixed batch, measured in the forward pass of the update it causes. ``utility_aware``
+    minimises the excess loss of mixing under a privacy floor on the mixed loss; ``weighted_sum`` composes
+    named terms. ``info`` carries every
+    number a reward may use: ``mixed_loss``, ``clean_loss`` and ``clean_loss_after`` (same batch unmixed,
+    before and after the update), ``accuracy``, ``evaluated``, ``k`` (mean), ``k_per_sample``, ``alpha`` (mean),
+    ``mixed_loss_per_sample``, ``step``, ``skipped_updates``, and ``reward_terms`` for rewards made of terms.
 
     ## Starting State
 
@@ -88,17 +125,18 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, np.int64]):
     import gymnasium as gym
     import mixup_env
 
-    env = gym.make("mixup_env/FrequencyMixup-v0", data="synthetic", k_values=(2, 3, 4, 5, 6), batch_size=64,
-                   episode_steps=200, reward="fr_loss")
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", data="synthetic", k_values=(2, 3, 4, 5, 6),
+                   batch_size=64, episode_steps=200, reward="fr_loss")
     ```
 
     * ``data``: ``"synthetic"``/``None`` (the built-in stand-in), a :class:`~fr_models.data.FaceData`, a ``.npz``
       path, or a data set name under ``$MIXUP_ENV_DATA``.
     * ``image_size``: resize faces to this square size (a multiple of 8); ``None`` keeps their size.
+    * ``action_mode``: one of :data:`ACTION_MODES`; ``control_alpha``, ``alpha_range``: continuous modes only.
     * ``k_values``: the k chosen by each action; each in ``1..batch_size``.
     * ``batch_size``, ``episode_steps``, ``eval_every`` (evaluate accuracy every n steps and at the end).
     * ``dropped_channels``: channels ``8u+v`` dropped per colour plane (default ``u + v <= 3``).
-    * ``dirichlet_alpha``: concentration of the mixing weights.
+    * ``dirichlet_alpha``: concentration of the mixing weights (when the action does not set it).
     * ``reward``, ``reward_kwargs``: a registered reward and its options.
     * ``head`` (``"softmax"``/``"arcface"``), ``head_kwargs``, ``backbone`` (``"grid"``/``"unblock"``),
       ``embedding_dim``, ``widths``, ``lr``: the FR model (see :mod:`fr_models`).
@@ -113,13 +151,13 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, np.int64]):
 
     >>> import gymnasium as gym
     >>> import mixup_env
-    >>> env = gym.make("mixup_env/FrequencyMixup-v0", batch_size=16, episode_steps=3, widths=(8, 16))
+    >>> env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=3, widths=(8, 16))
     >>> obs, info = env.reset(seed=0)
     >>> obs.shape, obs.dtype
-    ((6,), dtype('float32'))
-    >>> obs, reward, terminated, truncated, info = env.step(4)
+    ((70,), dtype('float32'))
+    >>> obs, reward, terminated, truncated, info = env.step(env.unwrapped.action_for_k([2] * 8 + [6] * 8))
     >>> info["k"], terminated, truncated, reward == info["mixed_loss"]
-    (6.0, False, False, True)
+    (4.0, False, False, True)
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -128,7 +166,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, np.int64]):
         self,
         data: str | os.PathLike[str] | FaceData | None = None,
         image_size: int | None = None,
+        action_mode: str = "batch_discrete",
         k_values: Sequence[int] = (2, 3, 4, 5, 6),
+        control_alpha: bool = False,
+        alpha_range: tuple[float, float] = (0.1, 10.0),
         batch_size: int = 64,
         episode_steps: int = 200,
         eval_every: int = 50,
@@ -147,12 +188,22 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, np.int64]):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__()
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"unknown action_mode {action_mode!r}; accepted: {', '.join(ACTION_MODES)}")
+        self.action_mode = action_mode
         self.k_values = self._check_k_values(k_values, batch_size)
         for name, value in (("episode_steps", episode_steps), ("eval_every", eval_every)):
             if int(value) < 1:
                 raise ValueError(f"{name}={value} is invalid: accepted a positive integer")
         if not dirichlet_alpha > 0:
             raise ValueError(f"dirichlet_alpha={dirichlet_alpha} is invalid: accepted a positive number")
+        lo, hi = (float(a) for a in alpha_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"alpha_range={tuple(alpha_range)} is invalid: accepted (low, high) with 0 < low <= high")
+        if control_alpha and not action_mode.endswith("continuous"):
+            raise ValueError(f"control_alpha=True needs a continuous action_mode, got {action_mode!r}")
+        self.control_alpha = bool(control_alpha)
+        self.alpha_range = (lo, hi)
         self.batch_size = int(batch_size)
         self.episode_steps = int(episode_steps)
         self.eval_every = int(eval_every)
@@ -184,6 +235,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, np.int64]):
         self._train_x, self._train_y = freq[train_idx], labels[train_idx]
         self._test_x, self._test_y = freq[test_idx], labels[test_idx]
         self.train_indices, self.test_indices = train_idx, test_idx
+        counts = torch.bincount(self._train_y, minlength=self.num_classes).float()
+        self._class_frequency = counts / counts.max()
         self._in_mean = self._train_x.mean(dim=(0, 2, 3))
         self._in_std = self._train_x.std(dim=(0, 2, 3))
         self.fr_config = FRConfig(
@@ -199,9 +252,19 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, np.int64]):
         )
         FRTrainer(self.fr_config, "cpu")  # fail now, not at reset, on a bad model configuration
 
-        self.action_space = spaces.Discrete(len(self.k_values))
-        self.observation_space = spaces.Box(0.0, 1.0, shape=(len(OBS_NAMES),), dtype=np.float32)
+        k_count, n = len(self.k_values), self.batch_size
+        self.action_space: spaces.Space[Any]
+        if action_mode == "batch_discrete":
+            self.action_space = spaces.Discrete(k_count)
+        elif action_mode == "sample_discrete":
+            self.action_space = spaces.MultiDiscrete(np.full(n, k_count, dtype=np.int64))
+        else:
+            size = (1 if action_mode == "batch_continuous" else n) * (2 if self.control_alpha else 1)
+            self.action_space = spaces.Box(-1.0, 1.0, shape=(size,), dtype=np.float32)
+        obs_size = len(GLOBAL_FEATURES) + n * len(SAMPLE_FEATURES)
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(obs_size,), dtype=np.float32)
         self._loss_scale = math.log(self.num_classes)
+        self._k_table = torch.tensor(self.k_values, dtype=torch.long)
         self.trainer: FRTrainer | None = None
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -240,88 +303,179 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, np.int64]):
         self._step = 0
         self._last_k = 0.0
         self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
-        self._next_batch()
-        self._running_clean = self._batch_clean_loss
-        self._running_mixed = self._batch_clean_loss
-        return self._obs(), {"accuracy": self._accuracy, "clean_loss": self._batch_clean_loss, "step": 0}
+        self._draw_batch()
+        self._batch_stats = self.trainer.sample_stats(*self._batch)
+        self._running_clean = self._running_mixed = float(self._batch_stats["loss"].mean())
+        return self._obs(), {"accuracy": self._accuracy, "clean_loss": self._running_clean, "step": 0}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.trainer is None:
             raise RuntimeError("call reset() before step()")
-        k = self.k_values[self._check_action(action)]
+        k, alpha = self.decode_action(action)
         x, y = self._batch
-        mix = mix_batch(x, y, k, self.num_classes, self.dirichlet_alpha, self._generator)
-        mixed_loss = float(self.trainer.train_step(mix.inputs, mix.soft_labels).mean())
-        clean_loss = self._batch_clean_loss
+        k_t = torch.from_numpy(k).to(self.device)
+        alpha_t = alpha if isinstance(alpha, float) else torch.from_numpy(alpha).to(self.device)
+        mix = mix_batch(x, y, k_t, self.num_classes, alpha_t, self._generator)
+        mixed_losses = self.trainer.train_step(mix.inputs, mix.soft_labels)
+        mixed_loss = float(mixed_losses.mean())
+        clean_loss = float(self._batch_stats["loss"].mean())
+        # One forward pass serves both: this batch after the update, and the upcoming batch's features.
+        self._draw_batch()
+        stats = self.trainer.sample_stats(torch.cat([x, self._batch[0]]), torch.cat([y, self._batch[1]]))
+        n = len(y)
+        clean_loss_after = float(stats["loss"][:n].mean())
+        self._batch_stats = {name: v[n:] for name, v in stats.items()}
         self._step += 1
         truncated = self._step >= self.episode_steps
         evaluated = truncated or self._step % self.eval_every == 0
         if evaluated:
             self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
+        k_mean, alpha_mean = float(k.mean()), float(np.mean(alpha))
         record = StepRecord(
             mixed_loss=mixed_loss,
             clean_loss=clean_loss,
+            clean_loss_after=clean_loss_after,
             accuracy=self._accuracy,
             evaluated=evaluated,
-            k_mean=float(k),
+            k_mean=k_mean,
+            alpha_mean=alpha_mean,
             step=self._step - 1,
             episode_steps=self.episode_steps,
             num_classes=self.num_classes,
+            k_values=self.k_values,
+            k=k,
+            mixed_losses=mixed_losses.cpu().numpy(),
         )
-        reward = float(self.reward_fn(record))
-        if math.isfinite(mixed_loss):
-            self._running_mixed += _EMA * (mixed_loss - self._running_mixed)
-        self._running_clean += _EMA * (clean_loss - self._running_clean)
-        self._last_k = float(k)
-        self._next_batch()
-        info = {
+        info: dict[str, Any] = {
             "mixed_loss": mixed_loss,
             "clean_loss": clean_loss,
+            "clean_loss_after": clean_loss_after,
             "accuracy": self._accuracy,
             "evaluated": evaluated,
-            "k": float(k),
+            "k": k_mean,
+            "k_per_sample": k,
+            "alpha": alpha_mean,
+            "mixed_loss_per_sample": record.mixed_losses,
             "step": self._step,
             "skipped_updates": self.trainer.skipped_updates,
         }
+        out = self.reward_fn(record)
+        if isinstance(out, Mapping):
+            info["reward_terms"] = {name: float(v) for name, v in out.items()}
+            reward = float(sum(info["reward_terms"].values()))
+        else:
+            reward = float(out)
+        if math.isfinite(mixed_loss):
+            self._running_mixed += _EMA * (mixed_loss - self._running_mixed)
+        self._running_clean += _EMA * (clean_loss - self._running_clean)
+        self._last_k = k_mean
         return self._obs(), reward, False, truncated, info
 
-    # ------------------------------------------------------------------------------------------- helpers
-    def _check_action(self, action: Any) -> int:
-        a = np.asarray(action)
-        if a.size != 1 or not np.issubdtype(a.dtype, np.integer) or not self.action_space.contains(int(a.reshape(()))):
-            raise ValueError(
-                f"action {action!r} is outside the action space {self.action_space}: expected an integer in "
-                f"0..{len(self.k_values) - 1}, the index of k in k_values={self.k_values}"
-            )
-        return int(a.reshape(()))
+    # ------------------------------------------------------------------------------------------- actions
+    def decode_action(self, action: Any) -> tuple[np.ndarray, float | np.ndarray]:
+        """Check an action and turn it into ``(k per sample (N,), alpha)`` (alpha: a float, or ``(N,)``).
 
-    def _next_batch(self) -> None:
-        """Draw the next training batch (an epoch-wise shuffle) and the current model's clean loss on it."""
+        :raises ValueError: the action is not in the action space; the message says what is accepted.
+        """
+        n, k_count = self.batch_size, len(self.k_values)
+        a = np.asarray(action)
+        if self.action_mode.endswith("discrete"):
+            expected = "an integer in" if self.action_mode == "batch_discrete" else f"{n} integers, each in"
+            want_size = 1 if self.action_mode == "batch_discrete" else n
+            ok = a.size == want_size and np.issubdtype(a.dtype, np.integer) and bool(((a >= 0) & (a < k_count)).all())
+            if not ok:
+                raise ValueError(
+                    f"action {action!r} is outside the action space {self.action_space}: expected {expected} "
+                    f"0..{k_count - 1}, the index of k in k_values={self.k_values}"
+                )
+            idx = np.broadcast_to(a.reshape(-1), (n,)).astype(np.int64)
+            return np.asarray(self.k_values, dtype=np.int64)[idx], self.dirichlet_alpha
+        shape = self.action_space.shape
+        ok = np.issubdtype(a.dtype, np.number) and a.size == int(np.prod(shape)) and bool(np.isfinite(a).all())
+        if not ok or bool((np.abs(a) > 1.0 + 1e-6).any()):
+            raise ValueError(
+                f"action {action!r} is outside the action space {self.action_space}: expected {shape[0]} finite "
+                f"values in [-1, 1]" + (" (k values, then alpha values)" if self.control_alpha else "")
+            )
+        a = np.clip(a.reshape(-1).astype(np.float64), -1.0, 1.0)
+        half = a.size // 2 if self.control_alpha else a.size
+        idx = np.rint((a[:half] + 1.0) / 2.0 * (k_count - 1)).astype(np.int64)
+        k = np.asarray(self.k_values, dtype=np.int64)[np.broadcast_to(idx, (n,))]
+        if not self.control_alpha:
+            return k, self.dirichlet_alpha
+        lo, hi = np.log(self.alpha_range[0]), np.log(self.alpha_range[1])
+        alpha = np.exp(lo + (a[half:] + 1.0) / 2.0 * (hi - lo))
+        return k, (float(alpha[0]) if self.action_mode == "batch_continuous" else alpha)
+
+    def action_for_k(self, k: int | Sequence[int], alpha: float | None = None) -> Any:
+        """Encode a k (or one k per sample) as an action of this env's mode.
+
+        :param k: a member of ``k_values``, or ``batch_size`` of them (per-sample modes only).
+        :param alpha: the concentration to request (``control_alpha`` envs; default ``dirichlet_alpha``).
+        """
+        ks = np.atleast_1d(np.asarray(k))
+        per_sample = self.action_mode.startswith("sample")
+        if ks.size not in ((1, self.batch_size) if per_sample else (1,)):
+            raise ValueError(f"give one k{f' or {self.batch_size}' if per_sample else ''} for mode {self.action_mode!r}, got {ks.size}")
+        missing = sorted({int(v) for v in ks.tolist()} - set(self.k_values))
+        if missing:
+            raise ValueError(f"k {missing} not in k_values={self.k_values}")
+        lookup = {kv: i for i, kv in enumerate(self.k_values)}
+        idx = np.array([lookup[int(v)] for v in ks.tolist()], dtype=np.int64)
+        if per_sample:
+            idx = np.broadcast_to(idx, (self.batch_size,)).copy()
+        if self.action_mode == "batch_discrete":
+            return np.int64(idx[0])
+        if self.action_mode == "sample_discrete":
+            return idx
+        k_count = len(self.k_values)
+        a = (idx / (k_count - 1) * 2.0 - 1.0) if k_count > 1 else np.zeros(idx.shape)
+        if self.control_alpha:
+            lo, hi = np.log(self.alpha_range[0]), np.log(self.alpha_range[1])
+            target = np.log(self.dirichlet_alpha if alpha is None else alpha)
+            pos = 0.0 if hi == lo else float(np.clip((target - lo) / (hi - lo) * 2.0 - 1.0, -1.0, 1.0))
+            a = np.concatenate([a, np.full(a.shape, pos)])
+        return a.astype(np.float32)
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _draw_batch(self) -> None:
+        """Draw the next training batch (an epoch-wise shuffle from ``np_random``)."""
         if len(self._order) < self.batch_size:
             self._order = self.np_random.permutation(len(self._train_y))
         idx = torch.from_numpy(self._order[: self.batch_size]).to(self.device)
         self._order = self._order[self.batch_size :]
         self._batch = (self._train_x[idx], self._train_y[idx])
-        assert self.trainer is not None
-        self._batch_clean_loss = float(self.trainer.losses(*self._batch).mean())
 
-    def _squash(self, loss: float) -> float:
-        return loss / (loss + self._loss_scale) if math.isfinite(loss) and loss > 0 else float(loss == math.inf)
+    def _squash(self, loss: torch.Tensor | float) -> torch.Tensor:
+        t = torch.as_tensor(loss, dtype=torch.float32)
+        t = torch.nan_to_num(t, nan=0.0, posinf=1e30).clamp_min(0.0)
+        return t / (t + self._loss_scale)
 
     def _obs(self) -> np.ndarray:
         k_lo, k_hi = min(self.k_values), max(self.k_values)
         last_k = 0.0 if self._last_k == 0 or k_hi == k_lo else (self._last_k - k_lo) / (k_hi - k_lo)
-        return np.array(
+        stats = self._batch_stats
+        glob = torch.stack(
             [
-                self._step / self.episode_steps,
-                self._squash(self._batch_clean_loss),
+                torch.tensor(self._step / self.episode_steps),
+                self._squash(stats["loss"].mean()),
                 self._squash(self._running_clean),
                 self._squash(self._running_mixed),
-                self._accuracy,
-                last_k,
+                torch.tensor(self._accuracy),
+                torch.tensor(last_k),
+            ]
+        ).float()
+        per_sample = torch.stack(
+            [
+                self._squash(stats["loss"].cpu()),
+                stats["confidence"].cpu().float(),
+                ((stats["margin"].cpu().float() + 1.0) / 2.0),
+                self._class_frequency[self._batch[1]].cpu(),
             ],
-            dtype=np.float32,
+            dim=1,
         )
+        obs = torch.cat([glob, per_sample.reshape(-1)]).clamp_(0.0, 1.0)
+        return obs.numpy().astype(np.float32, copy=False)
 
     def save_fr_model(self, path: str | os.PathLike[str]) -> Path:
         """Save the current FR model (atomically; load with :meth:`fr_models.FRTrainer.load`)."""
