@@ -1,7 +1,42 @@
-"""Agents for mixup-env: SB3 helpers now; the paper's REINFORCE strategy network and baselines follow.
+"""Agents for mixup-env: the paper's REINFORCE strategy network, baselines, and SB3 helpers.
 
-Agents only use the environments' public API (spaces, ``reset``/``step``, ``info``)."""
+Agents only use the environments' public API (spaces, ``reset``/``step``, ``info``, ``action_for_k``,
+``split_observation``)."""
 
-from agents.sb3 import INFO_KEYS, PPO_DEFAULTS, MixingStatsCallback, make_ppo, save_agent
+from agents.baselines import FixedK, RandomK, ScheduleK
+from agents.evaluation import EpisodeResult, format_k_by_feature, k_by_feature, run_episode
+from agents.reinforce import Reinforce, StrategyNetwork
+from agents.sb3 import (
+    ALGO_DEFAULTS,
+    ALGORITHMS,
+    INFO_KEYS,
+    PPO_DEFAULTS,
+    MixingStatsCallback,
+    make_agent,
+    make_ppo,
+    make_vec_env,
+    save_agent,
+    vecnormalize_path,
+)
 
-__all__ = ["INFO_KEYS", "PPO_DEFAULTS", "MixingStatsCallback", "make_ppo", "save_agent"]
+__all__ = [
+    "ALGORITHMS",
+    "ALGO_DEFAULTS",
+    "EpisodeResult",
+    "INFO_KEYS",
+    "PPO_DEFAULTS",
+    "FixedK",
+    "MixingStatsCallback",
+    "RandomK",
+    "Reinforce",
+    "ScheduleK",
+    "StrategyNetwork",
+    "format_k_by_feature",
+    "k_by_feature",
+    "make_agent",
+    "make_ppo",
+    "make_vec_env",
+    "run_episode",
+    "save_agent",
+    "vecnormalize_path",
+]

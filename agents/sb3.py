@@ -1,18 +1,37 @@
-"""Stable-Baselines3 helpers: PPO settings that suit an env whose step trains a network, and a callback that
-collects the privacy/utility numbers of ``info`` (and logs them to SB3's logger, e.g. tensorboard)."""
+"""Stable-Baselines3 helpers: algorithms with settings that suit an env whose step trains a network, vector
+envs (``DummyVecEnv``/``SubprocVecEnv``, optionally ``VecNormalize``), a callback that logs the privacy/utility
+numbers of ``info`` (to tensorboard when the model has ``tensorboard_log``), and atomic saving."""
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
-from stable_baselines3 import PPO
+import torch
+from stable_baselines3 import A2C, PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.type_aliases import GymEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
-__all__ = ["INFO_KEYS", "PPO_DEFAULTS", "MixingStatsCallback", "make_ppo", "save_agent"]
+__all__ = [
+    "ALGORITHMS",
+    "ALGO_DEFAULTS",
+    "INFO_KEYS",
+    "PPO_DEFAULTS",
+    "MixingStatsCallback",
+    "make_agent",
+    "make_ppo",
+    "make_vec_env",
+    "save_agent",
+    "vecnormalize_path",
+]
 
 #: PPO settings for envs whose step is an FR update (SB3's n_steps=2048 would be one update per several minutes).
 #: On the default env they take the mean k from 4.2 to 5.8 within 4000 steps under the ``fr_loss`` reward.
@@ -27,21 +46,107 @@ PPO_DEFAULTS: dict[str, Any] = {
     "policy_kwargs": {"net_arch": [64, 64]},
 }
 
+#: Default settings per algorithm name (``hyperparams/<algo>.yml`` gives the same for RL Zoo; a test keeps them equal).
+ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": PPO_DEFAULTS,
+    "a2c": {
+        "n_steps": 16,
+        "learning_rate": 1e-3,
+        "gamma": 0.9,
+        "gae_lambda": 0.9,
+        "ent_coef": 0.01,
+        "policy_kwargs": {"net_arch": [64, 64]},
+    },
+    "sac": {
+        "learning_starts": 200,
+        "buffer_size": 20_000,
+        "batch_size": 128,
+        "train_freq": 1,
+        "gradient_steps": 1,
+        "learning_rate": 1e-3,
+        "gamma": 0.9,
+        "tau": 0.01,
+        "policy_kwargs": {"net_arch": [64, 64]},
+    },
+}
+
+#: The SB3 algorithm classes by name.
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC}
+
 #: ``info`` entries collected by :class:`MixingStatsCallback`.
 INFO_KEYS: tuple[str, ...] = ("k", "mixed_loss", "clean_loss", "accuracy")
 
 
-def make_ppo(env: GymEnv, seed: int | None = None, device: str = "cpu", verbose: int = 0, **overrides: Any) -> PPO:
-    """An SB3 PPO with :data:`PPO_DEFAULTS`, any of which ``overrides`` replaces.
+def make_agent(
+    algo: str, env: GymEnv, seed: int | None = None, device: str = "cpu", verbose: int = 0, **overrides: Any
+) -> BaseAlgorithm:
+    """An SB3 algorithm with :data:`ALGO_DEFAULTS`, any of which ``overrides`` replaces.
 
+    :param algo: ``"ppo"``, ``"a2c"`` or ``"sac"`` (SAC needs a continuous env id).
     :param env: a Gymnasium env or SB3 VecEnv.
-    :param seed: seed of the agent (and of the env it wraps).
+    :param seed: seed of the agent.
     :param device: torch device of the policy.
     :param verbose: SB3 verbosity.
-    :param overrides: further PPO arguments (``n_steps``, ``tensorboard_log``, ...).
+    :param overrides: further arguments (``n_steps``, ``tensorboard_log``, ...).
     """
-    kwargs = {**PPO_DEFAULTS, **overrides}
-    return PPO("MlpPolicy", env, seed=seed, device=device, verbose=verbose, **kwargs)
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algo!r}; accepted: {', '.join(ALGORITHMS)}")
+    if algo == "sac" and not isinstance(env.action_space, gym.spaces.Box):
+        raise ValueError(
+            f"SAC needs a continuous (Box) action space, the env has {env.action_space}; use "
+            "mixup_env/FrequencyMixupContinuous-v0 or mixup_env/FrequencyMixupPerSampleContinuous-v0"
+        )
+    kwargs = {**ALGO_DEFAULTS[algo], **overrides}
+    return ALGORITHMS[algo]("MlpPolicy", env, seed=seed, device=device, verbose=verbose, **kwargs)
+
+
+def make_ppo(env: GymEnv, seed: int | None = None, device: str = "cpu", verbose: int = 0, **overrides: Any) -> PPO:
+    """``make_agent("ppo", ...)``: an SB3 PPO with :data:`PPO_DEFAULTS`."""
+    return make_agent("ppo", env, seed=seed, device=device, verbose=verbose, **overrides)  # type: ignore[return-value]
+
+
+def _make_env(env_id: str, env_kwargs: Mapping[str, Any], torch_threads: int | None) -> gym.Env[Any, Any]:
+    """Build one monitored env (a module-level function, so SubprocVecEnv can pickle it)."""
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    import mixup_env  # noqa: F401  (registers the ids in a fresh worker process)
+
+    return Monitor(gym.make(env_id, **env_kwargs))
+
+
+def make_vec_env(
+    env_id: str,
+    n_envs: int = 1,
+    seed: int = 0,
+    env_kwargs: Mapping[str, Any] | None = None,
+    vec_env: str = "dummy",
+    normalize: bool = False,
+    gamma: float = 0.99,
+) -> VecEnv:
+    """A seeded SB3 vector env of ``n_envs`` copies.
+
+    :param env_id: a registered id.
+    :param n_envs: number of envs (>= 1).
+    :param seed: env ``i`` is seeded with ``seed + i``.
+    :param env_kwargs: arguments of ``gymnasium.make``.
+    :param vec_env: ``"dummy"`` (one process) or ``"subproc"`` (one process per env, started with ``spawn``;
+        each worker uses one torch thread so they do not fight over the cores).
+    :param normalize: wrap in ``VecNormalize`` (running normalisation of observations and rewards; the FR
+        loss drifts down during an episode, which it evens out). Save its statistics with the model.
+    :param gamma: the agent's discount, used by ``VecNormalize`` for the reward scale.
+    """
+    if not isinstance(n_envs, (int, np.integer)) or isinstance(n_envs, bool) or n_envs < 1:
+        raise ValueError(f"n_envs={n_envs!r} is invalid: accepted an integer >= 1")
+    if vec_env not in ("dummy", "subproc"):
+        raise ValueError(f"unknown vec_env {vec_env!r}; accepted: dummy, subproc")
+    kwargs = dict(env_kwargs or {})
+    threads = 1 if vec_env == "subproc" else None
+    fns = [functools.partial(_make_env, env_id, kwargs, threads) for _ in range(n_envs)]
+    venv: VecEnv = SubprocVecEnv(fns, start_method="spawn") if vec_env == "subproc" else DummyVecEnv(fns)
+    venv.seed(seed)
+    if normalize:
+        venv = VecNormalize(venv, gamma=gamma)
+    return venv
 
 
 class MixingStatsCallback(BaseCallback):
@@ -49,7 +154,7 @@ class MixingStatsCallback(BaseCallback):
     means under ``mixup/`` at each rollout end (shown by tensorboard when the model has ``tensorboard_log``).
 
     :ivar history: per key, every value seen, in order (all envs of a VecEnv interleaved).
-    :ivar rewards: every reward seen.
+    :ivar rewards: every reward seen (as the env gave it, before any ``VecNormalize``).
     """
 
     def __init__(self, verbose: int = 0) -> None:
@@ -62,11 +167,13 @@ class MixingStatsCallback(BaseCallback):
         self._rollout_start = len(self.rewards)
 
     def _on_step(self) -> bool:
+        vec = self.model.get_env() if self.model is not None else None
+        raw = vec.get_original_reward() if isinstance(vec, VecNormalize) else self.locals.get("rewards", [])
         for info in self.locals.get("infos", []):
             for key in INFO_KEYS:
                 if key in info:
                     self.history[key].append(float(info[key]))
-        self.rewards.extend(float(r) for r in np.asarray(self.locals.get("rewards", [])).reshape(-1))
+        self.rewards.extend(float(r) for r in np.asarray(raw).reshape(-1))
         return True
 
     def _on_rollout_end(self) -> None:
@@ -79,12 +186,13 @@ class MixingStatsCallback(BaseCallback):
         self.logger.record("mixup/reward", float(np.mean(self.rewards[-n:])))
 
 
-def save_agent(model: PPO | Any, path: str | Path) -> Path:
-    """Save an SB3 model atomically: write ``<path>.tmp.zip`` then rename, so a crash never leaves half a file.
+def save_agent(model: BaseAlgorithm, path: str | Path) -> Path:
+    """Save an SB3 model atomically (and its ``VecNormalize`` statistics, if any, beside it as
+    ``<name>.vecnormalize.pkl``): write to temporary files, then rename.
 
     :param model: an SB3 algorithm.
     :param path: destination, ending in ``.zip`` (added if missing).
-    :return: the path written.
+    :return: the path of the model.
     """
     p = Path(path)
     if p.suffix != ".zip":
@@ -96,4 +204,18 @@ def save_agent(model: PPO | Any, path: str | Path) -> Path:
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
+    vec = model.get_vec_normalize_env()
+    if vec is not None:
+        stats, stats_tmp = vecnormalize_path(p), p.with_name(f".{p.stem}.vecnormalize.tmp.pkl")
+        try:
+            vec.save(str(stats_tmp))
+            os.replace(stats_tmp, stats)
+        finally:
+            stats_tmp.unlink(missing_ok=True)
     return p
+
+
+def vecnormalize_path(model_path: str | Path) -> Path:
+    """Where :func:`save_agent` puts the ``VecNormalize`` statistics of a model saved at ``model_path``."""
+    p = Path(model_path)
+    return p.with_name(f"{p.stem}.vecnormalize.pkl")

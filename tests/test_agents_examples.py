@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from stable_baselines3 import PPO
 
 import mixup_env  # noqa: F401
@@ -40,12 +41,108 @@ def test_train_ppo_example_runs_and_saves(tmp_path):
         assert key in res.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["timesteps"] == 24 and 2 <= summary["final_episode_mean_k"] <= 6
-    assert (out / "ppo_agent.zip").is_file()
+    assert (out / "ppo_agent.zip").is_file() and summary["agent"].endswith("ppo_agent.zip")
     trainer = FRTrainer.load(out / "fr_model.pt")
     assert trainer.updates == 8  # the final episode's FR run under the learned strategy
 
 
 def test_train_ppo_rejects_bad_arguments():
-    res = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--timesteps", "0"],
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--episode-steps", "0"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
-    assert res.returncode == 2 and "--timesteps and --episode-steps must be positive" in res.stderr
+    assert res.returncode == 2 and "--episode-steps and --n-envs >= 1" in res.stderr
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--env-id", "mixup_env/Nope-v0"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
+    assert res.returncode == 2 and "invalid choice: 'mixup_env/Nope-v0'" in res.stderr
+
+
+def test_reinforce_update_moves_policy_towards_higher_reward():
+    """Toy bandit: reward = chosen k (larger is better). Updates must raise the probability of large k."""
+    import torch
+
+    from agents import Reinforce
+
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=4, widths=(8, 16),
+                   embedding_dim=32)
+    agent = Reinforce(env, learning_rate=1e-2, seed=0, entropy_coef=0.0)
+    obs = np.random.default_rng(0).random((40, env.observation_space.shape[0]), dtype=np.float32)
+    k_values = np.asarray(env.unwrapped.k_values)
+
+    def p_largest() -> float:
+        with torch.no_grad():
+            return float(torch.softmax(agent._logits(obs), -1)[..., -1].mean())
+
+    before = p_largest()
+    for t in range(60):
+        o = obs[t % len(obs)]
+        action, _ = agent.predict(o)
+        agent.update(o, action, k_values[action].astype(float))  # per-sample reward: its k
+    after = p_largest()
+    assert after > before + 0.2, (before, after)
+    # deterministic prediction now picks mostly the largest k
+    action, _ = agent.predict(obs[0], deterministic=True)
+    assert (action == len(k_values) - 1).mean() > 0.5
+
+
+def test_reinforce_learns_a_feature_dependent_rule():
+    """Reward prefers k=6 for samples whose first feature is high and k=2 otherwise: the policy must follow."""
+    import torch
+
+    from agents import Reinforce
+    from mixup_env import split_observation
+
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=4, widths=(8, 16),
+                   embedding_dim=32)
+    agent = Reinforce(env, seed=1)
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        o = rng.random(env.observation_space.shape[0], dtype=np.float32)
+        high = split_observation(o)[1][:, 0] > 0.5
+        action, _ = agent.predict(o)
+        reward = np.where(high, action == 4, action == 0).astype(float)
+        agent.update(o, action, reward)
+    o = rng.random(env.observation_space.shape[0], dtype=np.float32)
+    high = split_observation(o)[1][:, 0] > 0.5
+    action, _ = agent.predict(o, deterministic=True)
+    assert (action[high] == 4).mean() > 0.7 and (action[~high] == 0).mean() > 0.7
+
+
+def test_reinforce_learn_on_env_save_load_and_bad_env(tmp_path):
+    from agents import Reinforce
+
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=5, widths=(8, 16),
+                   embedding_dim=32)
+    seen = []
+    agent = Reinforce(env, seed=0, per_sample_reward=True).learn(12, seed=0, on_step=seen.append)
+    assert agent.updates == 12 and len(seen) == 12 and agent.num_timesteps == 12
+    path = agent.save(tmp_path / "reinforce.pt")
+    loaded = Reinforce.load(path, env)
+    obs, _ = env.reset(seed=3)
+    assert np.array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
+    batch_env = gym.make("mixup_env/FrequencyMixup-v0", batch_size=16, episode_steps=5, widths=(8, 16))
+    action, _ = Reinforce(batch_env, seed=0).predict(batch_env.reset(seed=0)[0])
+    assert batch_env.action_space.contains(action)
+    with pytest.raises(ValueError, match="discrete action mode"):
+        Reinforce(gym.make("mixup_env/FrequencyMixupContinuous-v0", batch_size=16))
+
+
+@pytest.mark.parametrize("env_id", ["mixup_env/FrequencyMixup-v0", "mixup_env/FrequencyMixupPerSampleContinuous-v0"])
+def test_baselines_predict_valid_actions(env_id):
+    from agents import FixedK, RandomK, ScheduleK
+
+    env = gym.make(env_id, batch_size=16, episode_steps=4, widths=(8, 16), embedding_dim=32)
+    obs, _ = env.reset(seed=0)
+    for agent in (FixedK(env, 3), RandomK(env, seed=0), ScheduleK(env)):
+        action, state = agent.predict(obs)
+        assert state is None and env.action_space.contains(action)
+        batched, _ = agent.predict(np.stack([obs, obs]))
+        assert len(batched) == 2
+    _, _, _, _, info = env.step(FixedK(env, 3).predict(obs)[0])
+    assert info["k"] == 3
+    sched = ScheduleK(env, 2, 6)
+    obs_late = obs.copy()
+    obs_late[0] = 1.0
+    assert sched.choose_k(obs) == 2 and sched.choose_k(obs_late) == 6
+    obs_late[0] = 0.5
+    assert sched.choose_k(obs_late) == 4
+    with pytest.raises(ValueError, match="k=7 is not one of the env's k_values"):
+        FixedK(env, 7)

@@ -37,13 +37,15 @@ SAMPLE_FEATURES: tuple[str, ...] = ("loss", "confidence", "margin", "class_frequ
 _EMA = 0.1  # weight of the newest value in the running losses
 
 
-def split_observation(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split observations into their global and per-sample parts.
+def split_observation(obs: Any) -> tuple[Any, Any]:
+    """Split observations into their global and per-sample parts (numpy arrays or torch tensors).
 
     :param obs: ``(..., len(GLOBAL_FEATURES) + N * len(SAMPLE_FEATURES))`` observation(s).
-    :return: ``(global, per_sample)`` of shapes ``(..., len(GLOBAL_FEATURES))`` and ``(..., N, len(SAMPLE_FEATURES))``.
+    :return: ``(global, per_sample)`` of shapes ``(..., len(GLOBAL_FEATURES))`` and ``(..., N, len(SAMPLE_FEATURES))``,
+        views of the input, of its type.
     """
-    obs = np.asarray(obs)
+    if not isinstance(obs, (np.ndarray, torch.Tensor)):
+        obs = np.asarray(obs)
     g, f = len(GLOBAL_FEATURES), len(SAMPLE_FEATURES)
     if obs.shape[-1] < g or (obs.shape[-1] - g) % f:
         raise ValueError(f"an observation has {g} + N*{f} entries, got {obs.shape[-1]}")

@@ -1,0 +1,151 @@
+"""SB3 on every action mode, vector envs, VecNormalize, tensorboard logging, and the comparison/inspection tools."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+import mixup_env  # noqa: F401
+from agents import MixingStatsCallback, RandomK, format_k_by_feature, k_by_feature, make_agent, make_vec_env, save_agent
+from agents.compare import compare_agents, format_comparison, plot_comparison
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+TINY = {"batch_size": 16, "episode_steps": 10, "widths": (8, 16), "embedding_dim": 32}
+
+
+@pytest.mark.parametrize("algo,env_id,extra", [
+    ("ppo", "mixup_env/FrequencyMixupPerSample-v0", {"n_steps": 16, "batch_size": 16}),
+    ("a2c", "mixup_env/FrequencyMixup-v0", {"n_steps": 8}),
+    ("a2c", "mixup_env/FrequencyMixupPerSampleContinuous-v0", {"n_steps": 8}),
+    ("sac", "mixup_env/FrequencyMixupContinuous-v0", {"learning_starts": 8, "batch_size": 8}),
+    ("sac", "mixup_env/FrequencyMixupPerSampleContinuous-v0", {"learning_starts": 8, "batch_size": 8}),
+])
+def test_sb3_algorithms_train_on_their_action_modes(algo, env_id, extra):
+    env = gym.make(env_id, **TINY)
+    model = make_agent(algo, env, seed=0, **extra)
+    cb = MixingStatsCallback()
+    model.learn(24, callback=cb)
+    assert model.num_timesteps >= 24 and len(cb.history["k"]) == model.num_timesteps
+    assert all(2 <= k <= 6 for k in cb.history["k"])
+    obs, _ = env.reset(seed=0)
+    assert env.action_space.contains(model.predict(obs, deterministic=True)[0])
+
+
+def test_bad_agent_and_vec_env_arguments():
+    with pytest.raises(ValueError, match="SAC needs a continuous.*FrequencyMixupContinuous-v0"):
+        make_agent("sac", gym.make("mixup_env/FrequencyMixup-v0", **TINY))
+    with pytest.raises(ValueError, match="unknown algorithm 'dqn'; accepted: ppo, a2c, sac"):
+        make_agent("dqn", gym.make("mixup_env/FrequencyMixup-v0", **TINY))
+    with pytest.raises(ValueError, match="n_envs=0 is invalid: accepted an integer >= 1"):
+        make_vec_env("mixup_env/FrequencyMixup-v0", n_envs=0)
+    with pytest.raises(ValueError, match="unknown vec_env 'threads'; accepted: dummy, subproc"):
+        make_vec_env("mixup_env/FrequencyMixup-v0", n_envs=2, vec_env="threads")
+
+
+def test_dummy_vec_env_with_normalize_and_atomic_save(tmp_path):
+    venv = make_vec_env("mixup_env/FrequencyMixup-v0", n_envs=2, seed=3, env_kwargs=TINY, normalize=True, gamma=0.9)
+    assert isinstance(venv, VecNormalize) and isinstance(venv.venv, DummyVecEnv) and venv.num_envs == 2
+    model = make_agent("ppo", venv, seed=0, n_steps=8, batch_size=16)
+    cb = MixingStatsCallback()
+    model.learn(16, callback=cb)
+    # the callback records the env's own rewards, not the normalised ones
+    assert np.allclose(cb.rewards, cb.history["mixed_loss"])
+    path = save_agent(model, tmp_path / "agent.zip")
+    stats = tmp_path / "agent.vecnormalize.pkl"
+    assert path.is_file() and stats.is_file() and not list(tmp_path.glob(".*"))
+    loaded = VecNormalize.load(str(stats), make_vec_env("mixup_env/FrequencyMixup-v0", 2, 3, TINY))
+    assert np.allclose(loaded.obs_rms.mean, venv.obs_rms.mean)
+    venv.close()
+
+
+def test_subproc_vec_env_two_workers():
+    venv = make_vec_env("mixup_env/FrequencyMixupPerSample-v0", n_envs=2, seed=0, env_kwargs=TINY, vec_env="subproc")
+    try:
+        assert isinstance(venv, SubprocVecEnv)
+        model = make_agent("ppo", venv, seed=0, n_steps=4, batch_size=8)
+        cb = MixingStatsCallback()
+        model.learn(8, callback=cb)
+        assert model.num_timesteps == 8 and len(cb.history["k"]) == 8
+        obs = venv.reset()
+        assert obs.shape == (2, 6 + 16 * 4)
+        # the two workers were seeded differently: their first observations differ
+        assert not np.array_equal(obs[0], obs[1])
+    finally:
+        venv.close()
+
+
+def test_tensorboard_logs_privacy_utility_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    env = gym.make("mixup_env/FrequencyMixup-v0", **TINY)
+    model = make_agent("ppo", env, seed=0, n_steps=8, batch_size=8, tensorboard_log=str(tmp_path))
+    model.learn(16, callback=MixingStatsCallback())
+    runs = [p for p in tmp_path.iterdir() if p.is_dir()]
+    acc = EventAccumulator(str(runs[0]))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"mixup/k", "mixup/mixed_loss", "mixup/clean_loss", "mixup/accuracy", "mixup/reward"} <= tags
+    assert all(2 <= e.value <= 6 for e in acc.Scalars("mixup/k"))
+
+
+def test_train_scripts_with_load_normalize_and_continuous(tmp_path):
+    run = [sys.executable, str(ROOT / "examples" / "train_sac.py"), "--timesteps", "16", "--episode-steps", "8",
+           "--batch-size", "16", "--no-progress", "--out", str(tmp_path / "sac"), "--control-alpha",
+           "--env-id", "mixup_env/FrequencyMixupPerSampleContinuous-v0"]
+    res = subprocess.run(run, capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "sac" / "sac_agent.zip").is_file() and (tmp_path / "sac" / "fr_model.pt").is_file()
+    base = [sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--episode-steps", "8", "--batch-size", "16",
+            "--no-progress", "--algo", "a2c", "--normalize", "--n-envs", "2"]
+    res = subprocess.run(base + ["--timesteps", "32", "--out", str(tmp_path / "a2c")], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "a2c" / "a2c_agent.vecnormalize.pkl").is_file()
+    res = subprocess.run(base + ["--timesteps", "0", "--load", str(tmp_path / "a2c" / "a2c_agent.zip"),
+                                 "--out", str(tmp_path / "a2c_eval")], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "final_clean_accuracy" in res.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "train_sac.py"), "--env-id",
+                          "mixup_env/FrequencyMixup-v0"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
+    assert bad.returncode == 2 and "SAC needs a continuous env id" in bad.stderr
+    bad = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--n-envs", "0"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
+    assert bad.returncode == 2 and "--n-envs" in bad.stderr
+
+
+def test_custom_reward_example_trains():
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_reward.py"), "64"], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "mean k: first 20% of training" in res.stdout
+
+
+def test_compare_agents_small(tmp_path):
+    result = compare_agents("mixup_env/FrequencyMixupPerSample-v0", {**TINY, "reward": "utility_aware"}, seeds=[0, 1],
+                            train_steps=16, progress=False)
+    expected = {"fixed_k=2", "fixed_k=6", "random_k", "schedule_k", "reinforce", "ppo"}
+    assert expected <= set(result.rows)
+    assert all(len(row["reward"]) == 2 for row in result.rows.values())
+    assert result.rows["fixed_k=3"]["k"] == [3.0, 3.0]
+    text = format_comparison(result)
+    assert "best fixed k: fixed_k=" in text and "reinforce" in text and "random_k" in text
+    png = plot_comparison(result, tmp_path / "c.png")
+    assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_k_by_feature_reports_the_policy():
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", **TINY)
+    table = k_by_feature(RandomK(env, seed=0), env, steps=12, bins=3)
+    assert set(table) == {"loss", "confidence", "margin", "class_frequency"}
+    loss = table["loss"]
+    assert loss["counts"].sum() == 12 * 16 and loss["counts"].shape[1] == 5
+    assert abs(loss["correlation"]) < 0.3  # random k does not depend on the features
+    text = format_k_by_feature(table)
+    assert "loss (correlation with k:" in text and "k=6" in text
