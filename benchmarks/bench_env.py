@@ -4,7 +4,8 @@
     python benchmarks/bench_env.py --backbone unblock --data lfw --image-size 64
 
 Both are timed in the same run, interleaved, so machine noise hits them alike; the ratio is what to read.
-The parts of a step (mixing, the clean forward pass that feeds the observation) are timed too.
+The parts of a step are timed too: the mixing, and the clean forward pass over 2N samples (this batch after the
+update, for ``clean_loss_after``, and the upcoming batch, for the per-sample observation features).
 """
 
 from __future__ import annotations
@@ -58,10 +59,12 @@ def main() -> None:
         x, y = env._batch
         update_t += timed(lambda: trainer.train_step(x, y), 1)
         mix_t += timed(lambda: mix_batch(x, y, 6, env.num_classes, 1.0, gen), 1)
-        fwd_t += timed(lambda: trainer.losses(x, y), 1)
+        xx, yy = torch.cat([x, x]), torch.cat([y, y])
+        fwd_t += timed(lambda: trainer.sample_stats(xx, yy), 1)
 
     med = {k: statistics.median(v) * 1e3 for k, v in
-           {"env step": step_t, "bare FR update": update_t, "mixing (k=6)": mix_t, "clean forward": fwd_t}.items()}
+           {"env step": step_t, "bare FR update": update_t, "mixing (k=6)": mix_t,
+            "clean fwd (2N)": fwd_t}.items()}
     print(f"config: data={env.data_source} input={tuple(x.shape[1:])} batch={args.batch_size} "
           f"backbone={args.backbone} torch threads={torch.get_num_threads()} steps={args.steps}")
     for name, ms in med.items():

@@ -149,3 +149,17 @@ def test_k_by_feature_reports_the_policy():
     assert abs(loss["correlation"]) < 0.3  # random k does not depend on the features
     text = format_k_by_feature(table)
     assert "loss (correlation with k:" in text and "k=6" in text
+
+
+def test_inspect_policy_example_reports_k_by_feature(tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "inspect_policy.py"), "--train-steps", "12",
+                          "--steps", "6", "--episode-steps", "8", "--batch-size", "16", "--bins", "2",
+                          "--save", str(tmp_path / "r.pt")], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for feature in ("loss", "confidence", "margin", "class_frequency"):
+        assert f"{feature} (correlation with k:" in res.stdout
+    assert (tmp_path / "r.pt").is_file()
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "inspect_policy.py"), "--load", str(tmp_path / "r.pt"),
+                          "--steps", "4", "--episode-steps", "8", "--batch-size", "16"], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
