@@ -54,16 +54,24 @@ class ComparisonResult:
         return max(fixed, key=self.mean)
 
     def verdicts(self, agents: Sequence[str] = ("reinforce", "ppo")) -> list[str]:
-        """Whether each learning agent beat random k and the best fixed k, with per-seed paired differences."""
+        """Whether each learning agent beat random k and the best fixed k on every seed ("beats"), lost on every
+        seed ("loses to"), matched it exactly ("equals") or neither ("is mixed against"), with the per-seed paired
+        differences."""
         out = []
         for a in agents:
             if a not in self.rows:
                 continue
             for ref in ("random_k", self.best_fixed()):
                 diff = np.asarray(self.rows[a]["reward"]) - np.asarray(self.rows[ref]["reward"])
-                wins = int((diff > 0).sum())
-                verdict = "beats" if diff.mean() > 0 and wins == len(diff) else (
-                    "ties with" if wins not in (0, len(diff)) else "loses to")
+                wins, losses = int((diff > 1e-12).sum()), int((diff < -1e-12).sum())
+                if wins == len(diff):
+                    verdict = "beats"
+                elif losses == len(diff):
+                    verdict = "loses to"
+                elif wins == losses == 0:
+                    verdict = "equals"
+                else:
+                    verdict = "is mixed against"
                 out.append(f"{a} {verdict} {ref}: reward difference {diff.mean():+.4f} "
                            f"(per seed: {', '.join(f'{d:+.4f}' for d in diff)}; wins {wins}/{len(diff)})")
         return out

@@ -163,3 +163,19 @@ def test_inspect_policy_example_reports_k_by_feature(tmp_path):
                           "--steps", "4", "--episode-steps", "8", "--batch-size", "16"], capture_output=True, text=True,
                          timeout=300, cwd=ROOT, env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_comparison_verdicts():
+    from agents.compare import ComparisonResult
+
+    r = ComparisonResult(seeds=[0, 1])
+    for name, rewards in {"fixed_k=2": [1.0, 1.0], "fixed_k=3": [2.0, 2.0], "random_k": [1.5, 1.5],
+                          "reinforce": [2.0, 2.0], "ppo": [2.5, 1.0]}.items():
+        for rw in rewards:
+            r.add(name, rw, 0.5, 3.0)
+    assert r.best_fixed() == "fixed_k=3"
+    v = r.verdicts()
+    assert v[0].startswith("reinforce beats random_k: reward difference +0.5000")
+    assert v[1].startswith("reinforce equals fixed_k=3")
+    assert v[2].startswith("ppo is mixed against random_k") and "wins 1/2" in v[2]
+    assert v[3].startswith("ppo is mixed against fixed_k=3")
