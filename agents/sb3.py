@@ -5,7 +5,6 @@ numbers of ``info`` (to tensorboard when the model has ``tensorboard_log``), and
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
+
+from fr_models.trainer import atomic_write
 
 __all__ = [
     "ALGORITHMS",
@@ -188,7 +189,7 @@ class MixingStatsCallback(BaseCallback):
 
 def save_agent(model: BaseAlgorithm, path: str | Path) -> Path:
     """Save an SB3 model atomically (and its ``VecNormalize`` statistics, if any, beside it as
-    ``<name>.vecnormalize.pkl``): write to temporary files, then rename.
+    ``<name>.vecnormalize.pkl``), through :func:`fr_models.trainer.atomic_write`.
 
     :param model: an SB3 algorithm.
     :param path: destination, ending in ``.zip`` (added if missing).
@@ -197,21 +198,10 @@ def save_agent(model: BaseAlgorithm, path: str | Path) -> Path:
     p = Path(path)
     if p.suffix != ".zip":
         p = p.with_name(p.name + ".zip")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.tmp.zip")
-    try:
-        model.save(tmp)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(p, model.save)
     vec = model.get_vec_normalize_env()
     if vec is not None:
-        stats, stats_tmp = vecnormalize_path(p), p.with_name(f".{p.stem}.vecnormalize.tmp.pkl")
-        try:
-            vec.save(str(stats_tmp))
-            os.replace(stats_tmp, stats)
-        finally:
-            stats_tmp.unlink(missing_ok=True)
+        atomic_write(vecnormalize_path(p), lambda tmp: vec.save(str(tmp)))
     return p
 
 

@@ -5,7 +5,7 @@ from fr_models.backbones import BACKBONES, FrequencyBackbone, UnblockBackbone, m
 from fr_models.data import DATA_ENV_VAR, FaceData, images_to_tensor, load_faces, load_npz, split_per_identity
 from fr_models.heads import ArcFaceHead, ClassifierHead, SoftmaxHead, make_head
 from fr_models.synthetic import make_synthetic_faces
-from fr_models.trainer import FRConfig, FRTrainer, atomic_torch_save
+from fr_models.trainer import FRConfig, FRTrainer, atomic_torch_save, atomic_write
 
 __all__ = [
     "BACKBONES",
@@ -19,6 +19,7 @@ __all__ = [
     "SoftmaxHead",
     "UnblockBackbone",
     "atomic_torch_save",
+    "atomic_write",
     "images_to_tensor",
     "load_faces",
     "load_npz",

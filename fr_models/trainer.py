@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,29 +14,40 @@ import torch
 from fr_models.backbones import make_backbone
 from fr_models.heads import ClassifierHead, make_head
 
-__all__ = ["FRConfig", "FRTrainer", "atomic_torch_save"]
+__all__ = ["FRConfig", "FRTrainer", "atomic_torch_save", "atomic_write"]
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
+    """Write a file atomically: ``write(tmp)`` fills a temporary file in the same folder (with the same suffix,
+    for writers that insist on one), which is then renamed over ``path``; a crash never leaves half a file.
+
+    :param path: destination; parent folders are created.
+    :param write: called with the temporary path; must write the whole file there.
+    :return: the path written.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".tmp{p.suffix}", dir=p.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file.
+    """``torch.save`` through :func:`atomic_write`.
 
     :param obj: what to save (keep it to tensors and plain Python values so ``weights_only=True`` loads it).
     :param path: destination; parent folders are created.
     :return: the path written.
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 @dataclass

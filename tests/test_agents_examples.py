@@ -85,8 +85,6 @@ def test_reinforce_update_moves_policy_towards_higher_reward():
 
 def test_reinforce_learns_a_feature_dependent_rule():
     """Reward prefers k=6 for samples whose first feature is high and k=2 otherwise: the policy must follow."""
-    import torch
-
     from agents import Reinforce
     from mixup_env import split_observation
 

@@ -127,3 +127,19 @@ def test_non_finite_loss_skips_the_update():
     assert t.skipped_updates == 1 and t.updates == 0
     for p, q in zip(before, t.backbone.parameters()):
         assert torch.equal(p, q)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from fr_models import atomic_write
+
+    target = tmp_path / "model.zip"
+    atomic_write(target, lambda tmp: tmp.write_bytes(b"old"))
+
+    def crash(tmp):
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, crash)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
