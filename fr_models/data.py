@@ -12,6 +12,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,43 @@ import torch.nn.functional as F
 
 from fr_models.synthetic import make_synthetic_faces
 
-__all__ = ["DATA_ENV_VAR", "FaceData", "images_to_tensor", "load_faces", "load_npz", "split_per_identity"]
+__all__ = [
+    "DATA_ENV_VAR",
+    "FaceData",
+    "Pairs",
+    "concat_faces",
+    "images_to_tensor",
+    "load_faces",
+    "faces_from_torchvision",
+    "load_image_folder",
+    "load_lfw_pairs",
+    "load_npz",
+    "load_torchvision_lfw",
+    "split_identities",
+    "split_per_identity",
+]
 
 #: Environment variable naming a folder of data sets (``<folder>/<name>/<name>.npz``).
 DATA_ENV_VAR = "MIXUP_ENV_DATA"
+
+
+@dataclass
+class Pairs:
+    """Verification pairs over the images of a :class:`FaceData`.
+
+    :ivar idx1: ``(P,)`` index of each pair's first image.
+    :ivar idx2: ``(P,)`` index of its second image.
+    :ivar same: ``(P,)`` bool, same identity.
+    :ivar fold: ``(P,)`` fold of each pair (LFW: 0..9).
+    """
+
+    idx1: np.ndarray
+    idx2: np.ndarray
+    same: np.ndarray
+    fold: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.idx1)
 
 
 @dataclass
@@ -39,6 +73,7 @@ class FaceData:
     labels: np.ndarray
     names: list[str] = field(default_factory=list)
     source: str = ""
+    pairs: Pairs | None = None
 
     def __post_init__(self) -> None:
         images, labels = np.asarray(self.images), np.asarray(self.labels)
@@ -57,6 +92,15 @@ class FaceData:
         if labels.min() < 0:
             raise ValueError(f"labels{where} must be >= 0, got {labels.min()}")
         self.images, self.labels = images, labels.astype(np.int64)
+        if self.pairs is not None:
+            p = self.pairs
+            n = len(p.idx1)
+            if not all(len(a) == n for a in (p.idx2, p.same, p.fold)):
+                raise ValueError(f"pair arrays{where} differ in length: pair_idx1 {n}, pair_idx2 {len(p.idx2)}, "
+                                 f"pair_same {len(p.same)}, pair_fold {len(p.fold)}")
+            for name, idx in (("pair_idx1", p.idx1), ("pair_idx2", p.idx2)):
+                if n and (idx.min() < 0 or idx.max() >= images.shape[0]):
+                    raise ValueError(f"{name}{where} indexes images 0..{images.shape[0] - 1}, got {idx.min()}..{idx.max()}")
 
     @property
     def num_classes(self) -> int:
@@ -98,9 +142,45 @@ def load_npz(path: str | os.PathLike[str]) -> FaceData:
                 )
             images, labels = z["images"], z["labels"]
             names = [str(n) for n in z["names"]] if "names" in z.files else []
+            pairs = None
+            if "pair_idx1" in z.files:
+                pairs = Pairs(z["pair_idx1"].astype(np.int64), z["pair_idx2"].astype(np.int64),
+                              z["pair_same"].astype(bool), z["pair_fold"].astype(np.int64))
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise ValueError(f"face data file {str(p)!r} is not a readable .npz archive ({e})") from e
-    return FaceData(images=images, labels=labels, names=names, source=str(p))
+    return FaceData(images=images, labels=labels, names=names, source=str(p), pairs=pairs)
+
+
+def concat_faces(parts: list[FaceData], source: str = "") -> FaceData:
+    """Join data sets whose labels are local to each part (e.g. the two LFW pairs files): labels and pair indices
+    are offset so they stay distinct; names are concatenated."""
+    if not parts:
+        raise ValueError("nothing to concatenate")
+    images, labels, names, pairs = [], [], [], []
+    n_img = n_cls = 0
+    for part in parts:
+        images.append(part.images)
+        labels.append(part.labels + n_cls)
+        names += part.names
+        if part.pairs is not None:
+            q = part.pairs
+            pairs.append((q.idx1 + n_img, q.idx2 + n_img, q.same, q.fold))
+        n_img += len(part.labels)
+        n_cls += max(part.num_classes, len(part.names))
+    joined = Pairs(*(np.concatenate(a) for a in zip(*pairs))) if pairs else None
+    return FaceData(np.concatenate(images), np.concatenate(labels), names, source or "+".join(p.source for p in parts), joined)
+
+
+def load_lfw_pairs(root: str | os.PathLike[str] | None = None) -> FaceData:
+    """The official LFW View-2 protocol (6000 pairs in 10 folds) from the two ``lfw_pairs_folds*.npz`` files.
+
+    :param root: the folder holding them (default: ``$MIXUP_ENV_DATA/lfw``).
+    """
+    folder = Path(root) if root is not None else Path(os.environ.get(DATA_ENV_VAR, "")) / "lfw"
+    files = sorted(folder.glob("lfw_pairs_folds*.npz")) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no lfw_pairs_folds*.npz files in {str(folder)!r}: pass root= or set {DATA_ENV_VAR}")
+    return concat_faces([load_npz(f) for f in files], source=f"lfw pairs ({len(files)} files)")
 
 
 def load_faces(source: str | os.PathLike[str] | FaceData | None = None) -> FaceData:
@@ -132,12 +212,16 @@ def load_faces(source: str | os.PathLike[str] | FaceData | None = None) -> FaceD
     )
 
 
-def images_to_tensor(images: np.ndarray, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+def images_to_tensor(
+    images: np.ndarray, size: int | tuple[int, int] | None = None, crop: bool = True
+) -> torch.Tensor:
     """uint8 images ``(N, H, W)`` / ``(N, H, W, C)`` -> float tensor ``(N, C, H, W)`` in ``[0, 1]``.
 
     :param images: the images.
     :param size: resize to this ``(H, W)`` (or square size) with antialiased bilinear interpolation; ``None``
         keeps the native size.
+    :param crop: first centre-crop to the aspect ratio of ``size`` so faces are not stretched (e.g. AT&T's
+        112x92 faces become 92x92 before resizing to a square).
     """
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
@@ -145,6 +229,11 @@ def images_to_tensor(images: np.ndarray, size: int | tuple[int, int] | None = No
         hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if min(hw) <= 0 or hw[0] % 8 or hw[1] % 8:
             raise ValueError(f"image size {hw[0]}x{hw[1]} is not a multiple of 8: accepted positive multiples of 8")
+        h, w = x.shape[-2:]
+        if crop and h * hw[1] != w * hw[0]:
+            ch, cw = (h, round(h * hw[1] / hw[0])) if w * hw[0] > h * hw[1] else (round(w * hw[0] / hw[1]), w)
+            top, left = (h - ch) // 2, (w - cw) // 2
+            x = x[..., top : top + ch, left : left + cw]
         if hw != tuple(x.shape[-2:]):
             x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False).clamp_(0.0, 1.0)
     return x
@@ -174,3 +263,153 @@ def split_per_identity(
         test.append(idx[:n_test])
         train.append(idx[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def split_identities(
+    labels: np.ndarray, public_fraction: float = 0.3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, identity-disjoint private/public split: no identity has images on both sides.
+
+    The private side trains the target model; the public side is the attacker's (or an evaluator's) data.
+
+    :param labels: ``(N,)`` identity labels.
+    :param public_fraction: fraction of the identities that go public, in ``(0, 1)``; at least one identity
+        lands on each side.
+    :param seed: seed of the split.
+    :return: ``(private_idx, public_idx)``, sorted image indices.
+    """
+    if not 0.0 < public_fraction < 1.0:
+        raise ValueError(f"public_fraction={public_fraction} is out of range: accepted 0 < public_fraction < 1")
+    labels = np.asarray(labels)
+    ids = np.unique(labels)
+    if len(ids) < 2:
+        raise ValueError(f"an identity-disjoint split needs at least 2 identities, got {len(ids)}")
+    rng = np.random.default_rng(seed)
+    n_public = min(len(ids) - 1, max(1, round(public_fraction * len(ids))))
+    public_ids = rng.permutation(ids)[:n_public]
+    public = np.isin(labels, public_ids)
+    return np.flatnonzero(~public), np.flatnonzero(public)
+
+
+#: File name endings :func:`load_image_folder` reads.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+
+def _to_array(img: Any, size: int | None, grayscale: bool, name: str) -> np.ndarray:
+    """A PIL image (or CHW tensor / HWC array) -> uint8 ``(H, W)`` or ``(H, W, 3)``, centre-cropped and resized."""
+    from PIL import Image, ImageOps
+
+    if isinstance(img, torch.Tensor):
+        arr = img.detach().cpu().numpy()
+        arr = arr.transpose(1, 2, 0) if arr.ndim == 3 else arr
+        img = Image.fromarray((arr * 255).round().astype(np.uint8).squeeze() if arr.dtype != np.uint8 else arr.squeeze())
+    elif isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    if not isinstance(img, Image.Image):
+        raise TypeError(f"{name}: expected a PIL image, tensor or array, got {type(img).__name__}")
+    img = img.convert("L" if grayscale else "RGB")
+    if size is not None:
+        img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _stack(arrays: list[np.ndarray], names: list[str], where: str) -> np.ndarray:
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        first = arrays[0].shape
+        odd = next(i for i, a in enumerate(arrays) if a.shape != first)
+        raise ValueError(f"images in {where} differ in size ({names[0]} is {first}, {names[odd]} is "
+                         f"{arrays[odd].shape}): pass size= to crop and resize them to one size")
+    return np.stack(arrays)
+
+
+def load_image_folder(
+    root: str | os.PathLike[str], size: int | None = None, grayscale: bool = True
+) -> FaceData:
+    """An identity-per-folder image tree, ``root/<identity>/<image>``, in any format Pillow reads.
+
+    Identities are the sorted folder names (label = position); images are read in sorted order.
+
+    :param root: the tree's root.
+    :param size: centre-crop to square and resize to ``size x size`` (needed when sizes differ); a multiple of 8
+        for the block DCT, e.g. 64 or 112.
+    :param grayscale: convert to grayscale (``(N, H, W)``); ``False`` keeps colour (``(N, H, W, 3)``).
+    :raises FileNotFoundError: ``root`` is not a folder.
+    :raises ValueError: fewer than 2 identity folders, an identity folder without images, an image that fails to
+        decode (the file is named), or images of different sizes without ``size``.
+    """
+    from PIL import UnidentifiedImageError
+
+    base = Path(root)
+    if not base.is_dir():
+        raise FileNotFoundError(f"image folder {str(base)!r} does not exist")
+    folders = sorted(d for d in base.iterdir() if d.is_dir())
+    if len(folders) < 2:
+        found = f"only {folders[0].name!r}" if folders else "none"
+        raise ValueError(f"image folder {str(base)!r} has {found} as identity folder(s): face recognition needs at "
+                         f"least 2 identities, one sub-folder each")
+    from PIL import Image
+
+    arrays, labels, files = [], [], []
+    for label, folder in enumerate(folders):
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not paths:
+            raise ValueError(f"identity folder {str(folder)!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        for path in paths:
+            try:
+                with Image.open(path) as img:
+                    img.load()
+                    arrays.append(_to_array(img, size, grayscale, str(path)))
+            except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                raise ValueError(f"image {str(path)!r} failed to decode: {e}") from e
+            labels.append(label)
+            files.append(str(path))
+    return FaceData(_stack(arrays, files, str(base)), np.asarray(labels), [f.name for f in folders], str(base))
+
+
+def faces_from_torchvision(
+    dataset: Any, size: int | None = None, grayscale: bool = True, names: list[str] | None = None
+) -> FaceData:
+    """Convert a torchvision-style data set of ``(image, identity)`` items (``LFWPeople``, ``ImageFolder``, ...).
+
+    :param dataset: indexable, ``len()``-able, items ``(PIL image | tensor, int label)``.
+    :param size: centre-crop to square and resize (needed when sizes differ).
+    :param grayscale: convert to grayscale; ``False`` keeps colour.
+    :param names: identity names (default: the data set's ``classes``, if it has them).
+    """
+    if len(dataset) == 0:
+        raise ValueError(f"the {type(dataset).__name__} data set is empty")
+    arrays, labels = [], []
+    for i in range(len(dataset)):
+        img, target = dataset[i]
+        arrays.append(_to_array(img, size, grayscale, f"{type(dataset).__name__}[{i}]"))
+        labels.append(int(target))
+    names = names if names is not None else [str(c) for c in getattr(dataset, "classes", [])]
+    where = type(dataset).__name__
+    return FaceData(_stack(arrays, [f"{where}[{i}]" for i in range(len(arrays))], where), np.asarray(labels), names, where)
+
+
+def load_torchvision_lfw(
+    root: str | os.PathLike[str], size: int = 112, split: str = "10fold", image_set: str = "funneled",
+    grayscale: bool = True,
+) -> FaceData:
+    """LFW through ``torchvision.datasets.LFWPeople``, for users who downloaded it themselves (this library never
+    downloads; run ``LFWPeople(root, download=True)`` once on a connected machine).
+
+    :param root: torchvision's LFW root.
+    :param size: centre-crop and resize to this square size (LFW images are 250x250).
+    :param split: ``"10fold"``, ``"train"`` or ``"test"``.
+    :param image_set: ``"original"``, ``"funneled"`` or ``"deepfunneled"``.
+    :param grayscale: convert to grayscale.
+    """
+    from torchvision.datasets import LFWPeople
+
+    try:
+        ds = LFWPeople(str(root), split=split, image_set=image_set, download=False)
+    except RuntimeError as e:
+        raise FileNotFoundError(
+            f"LFW ({image_set}, {split}) not found under {str(root)!r} ({e}); download it yourself with "
+            f"torchvision.datasets.LFWPeople(root, download=True): mixup-env never downloads"
+        ) from e
+    names = [n for n, _ in sorted(ds.class_to_idx.items(), key=lambda kv: kv[1])]
+    return faces_from_torchvision(ds, size=size, grayscale=grayscale, names=names)
