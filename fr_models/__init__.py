@@ -3,6 +3,13 @@ the training step and evaluation, and face data sets. Knows nothing of Gymnasium
 
 from fr_models.backbones import BACKBONES, FrequencyBackbone, UnblockBackbone, make_backbone
 from fr_models.data import DATA_ENV_VAR, FaceData, images_to_tensor, load_faces, load_npz, split_per_identity
+from fr_models.evaluation import (
+    VerificationResult,
+    extract_embeddings,
+    identification_accuracy,
+    verification_scores,
+    verify_kfold,
+)
 from fr_models.heads import ArcFaceHead, ClassifierHead, SoftmaxHead, make_head
 from fr_models.synthetic import make_synthetic_faces
 from fr_models.trainer import FRConfig, FRTrainer, atomic_torch_save, atomic_write
@@ -18,8 +25,11 @@ __all__ = [
     "FrequencyBackbone",
     "SoftmaxHead",
     "UnblockBackbone",
+    "VerificationResult",
     "atomic_torch_save",
     "atomic_write",
+    "extract_embeddings",
+    "identification_accuracy",
     "images_to_tensor",
     "load_faces",
     "load_npz",
@@ -27,4 +37,6 @@ __all__ = [
     "make_head",
     "make_synthetic_faces",
     "split_per_identity",
+    "verification_scores",
+    "verify_kfold",
 ]
