@@ -1,7 +1,7 @@
 """Face-recognition models for mixup-env: frequency-domain backbones, margin heads that take soft labels,
 the training step and evaluation, and face data sets. Knows nothing of Gymnasium or RL."""
 
-from fr_models.backbones import BACKBONES, FrequencyBackbone, UnblockBackbone, make_backbone
+from fr_models.backbones import BACKBONES, FrequencyBackbone, PixelBackbone, UnblockBackbone, make_backbone
 from fr_models.data import DATA_ENV_VAR, FaceData, images_to_tensor, load_faces, load_npz, split_per_identity
 from fr_models.evaluation import (
     VerificationResult,
@@ -10,7 +10,7 @@ from fr_models.evaluation import (
     verification_scores,
     verify_kfold,
 )
-from fr_models.heads import ArcFaceHead, ClassifierHead, SoftmaxHead, make_head
+from fr_models.heads import ArcFaceHead, ClassifierHead, CosFaceHead, SoftmaxHead, make_head
 from fr_models.synthetic import make_synthetic_faces
 from fr_models.trainer import FRConfig, FRTrainer, atomic_torch_save, atomic_write
 
@@ -19,10 +19,12 @@ __all__ = [
     "DATA_ENV_VAR",
     "ArcFaceHead",
     "ClassifierHead",
+    "CosFaceHead",
     "FRConfig",
     "FRTrainer",
     "FaceData",
     "FrequencyBackbone",
+    "PixelBackbone",
     "SoftmaxHead",
     "UnblockBackbone",
     "VerificationResult",

@@ -8,6 +8,8 @@ Two designs, chosen by name with :func:`make_backbone`:
 * ``"unblock"`` (:class:`UnblockBackbone`): a learned per-block inverse (a stride-8 transposed convolution, i.e.
   a learned partial inverse DCT from the kept channels only) back to the pixel grid, then a pixel CNN. More
   accurate, about 6x slower per update.
+
+And ``"pixel"`` (:class:`PixelBackbone`), the undefended pixel-domain counterpart (its input is the image).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BACKBONES", "FrequencyBackbone", "UnblockBackbone", "make_backbone"]
+__all__ = ["BACKBONES", "FrequencyBackbone", "PixelBackbone", "UnblockBackbone", "make_backbone"]
 
 #: Bound on standardised input values: frequency channels are heavy-tailed (up to ~56 standard deviations).
 INPUT_CLIP = 10.0
@@ -34,8 +36,9 @@ def _embedding(features: int, embedding_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Flatten(), nn.Linear(features, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim))
 
 
-class _FrequencyInput(nn.Module):
-    """Shared input handling: shape check, per-channel standardisation (stored buffers) and clipping.
+class _StandardizedInput(nn.Module):
+    """Shared input handling: shape check, per-channel standardisation (stored buffers) and clipping (the
+    frequency channels are heavy-tailed; pixels are unaffected by the clip).
 
     The standardisation is affine and per channel, so mixing before or after it gives the same input.
     """
@@ -72,7 +75,7 @@ class _FrequencyInput(nn.Module):
         return x.clamp(-INPUT_CLIP, INPUT_CLIP)
 
 
-class FrequencyBackbone(_FrequencyInput):
+class FrequencyBackbone(_StandardizedInput):
     """A small CNN on the grid of blocks (``(N, C, H/8, W/8)`` in, ``(N, D)`` unit vectors out).
 
     :param in_channels: number of frequency channels (after masking).
@@ -99,7 +102,7 @@ class FrequencyBackbone(_FrequencyInput):
         return F.normalize(self.embed(self.features(self.standardize(x))), dim=1)
 
 
-class UnblockBackbone(_FrequencyInput):
+class UnblockBackbone(_StandardizedInput):
     """Learned per-block inverse to the pixel grid, then a pixel CNN.
 
     :param in_channels: number of frequency channels (after masking).
@@ -133,13 +136,51 @@ class UnblockBackbone(_FrequencyInput):
         return F.normalize(self.embed(self.features(self.unblock(self.standardize(x)))), dim=1)
 
 
-BACKBONES: dict[str, type[_FrequencyInput]] = {"grid": FrequencyBackbone, "unblock": UnblockBackbone}
+class PixelBackbone(_StandardizedInput):
+    """The pixel-domain counterpart: a 4-stage CNN on the images themselves (``(N, C, H, W)`` in), for the
+    undefended baseline. With the default widths it has a capacity comparable to :class:`UnblockBackbone`.
+
+    :param in_channels: colour planes (1 for grayscale).
+    :param input_size: ``(H, W)`` of the images (multiples of 16).
+    :param embedding_dim: size of the embedding.
+    :param widths: the widths of four stride-2 stages.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        input_size: tuple[int, int],
+        embedding_dim: int = 128,
+        widths: Sequence[int] = (16, 32, 64, 64),
+    ) -> None:
+        super().__init__(in_channels, input_size, embedding_dim)
+        if len(widths) != 4:
+            raise ValueError(f"the pixel backbone takes 4 stage widths, got widths={list(widths)}")
+        if self.input_size[0] % 16 or self.input_size[1] % 16:
+            raise ValueError(f"the pixel backbone needs image sides that are multiples of 16, got {self.input_size}")
+        w1, w2, w3, w4 = (int(w) for w in widths)
+        self.features = nn.Sequential(
+            _conv_bn(in_channels, w1, 2), _conv_bn(w1, w2, 2), _conv_bn(w2, w2), _conv_bn(w2, w3, 2),
+            _conv_bn(w3, w3), _conv_bn(w3, w4, 2),
+        )
+        self.embed = _embedding(w4 * (self.input_size[0] // 16) * (self.input_size[1] // 16), embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:param x: ``(N, in_channels, H, W)`` images. :return: ``(N, embedding_dim)`` with unit L2 norm."""
+        return F.normalize(self.embed(self.features(self.standardize(x))), dim=1)
+
+
+BACKBONES: dict[str, type[_StandardizedInput]] = {
+    "grid": FrequencyBackbone,
+    "unblock": UnblockBackbone,
+    "pixel": PixelBackbone,
+}
 
 
 def make_backbone(
     name: str, in_channels: int, input_size: tuple[int, int], embedding_dim: int, widths: Sequence[int] | None = None
-) -> _FrequencyInput:
-    """Build a backbone by name (``"grid"`` or ``"unblock"``); ``widths=None`` takes its default widths."""
+) -> _StandardizedInput:
+    """Build a backbone by name (``"grid"``, ``"unblock"`` or ``"pixel"``); ``widths=None`` takes its defaults."""
     try:
         cls = BACKBONES[name]
     except KeyError:

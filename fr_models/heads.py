@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ArcFaceHead", "ClassifierHead", "SoftmaxHead", "make_head", "targets_as_components"]
+__all__ = ["ArcFaceHead", "ClassifierHead", "CosFaceHead", "SoftmaxHead", "make_head", "targets_as_components"]
 
 
 def targets_as_components(targets: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,13 +126,29 @@ class ArcFaceHead(ClassifierHead):
         return self.scale * phi
 
 
-_HEADS: dict[str, type[ClassifierHead]] = {"arcface": ArcFaceHead, "softmax": SoftmaxHead}
+class CosFaceHead(ArcFaceHead):
+    """CosFace (Wang et al., CVPR 2018): logits ``s * cos(theta)``, the target's ``s * (cos(theta) - m)``.
+
+    :param embedding_dim: size of the embeddings.
+    :param num_classes: number of identities.
+    :param scale: the scale ``s``.
+    :param margin: the additive cosine margin ``m``.
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int, scale: float = 32.0, margin: float = 0.35) -> None:
+        super().__init__(embedding_dim, num_classes, scale=scale, margin=margin)
+
+    def target_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits - self.scale * self.margin
+
+
+_HEADS: dict[str, type[ClassifierHead]] = {"arcface": ArcFaceHead, "cosface": CosFaceHead, "softmax": SoftmaxHead}
 
 
 def make_head(name: str, embedding_dim: int, num_classes: int, **kwargs: float) -> ClassifierHead:
     """Build a head by name.
 
-    :param name: one of ``"arcface"``, ``"softmax"``.
+    :param name: one of ``"arcface"``, ``"cosface"``, ``"softmax"``.
     :param embedding_dim: size of the embeddings.
     :param num_classes: number of identities.
     :param kwargs: head options (e.g. ``scale``, ``margin`` for ArcFace).

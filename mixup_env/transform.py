@@ -28,8 +28,10 @@ __all__ = [
     "ChannelMask",
     "FrequencyMasking",
     "block_dct",
+    "block_hflip",
     "block_idct",
     "dct_matrix",
+    "hflip_sign",
     "low_frequency_channels",
 ]
 
@@ -106,6 +108,25 @@ def block_idct(y: torch.Tensor) -> torch.Tensor:
     return blocks.reshape(n, c, hb * BLOCK, wb * BLOCK)
 
 
+def hflip_sign(planes: int = 1, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
+    """``(64*planes,)`` signs ``(-1)**v`` of channel ``8u+v``: mirroring an 8x8 block left-right multiplies its
+    DCT coefficient ``(u, v)`` by ``(-1)**v``."""
+    v = torch.arange(CHANNELS_PER_PLANE) % BLOCK
+    return (1.0 - 2.0 * (v % 2)).repeat(planes).to(dtype=dtype, device=device)
+
+
+def block_hflip(y: torch.Tensor) -> torch.Tensor:
+    """Horizontal flip in the block-DCT domain: exactly ``block_dct(flip(x))`` for ``y = block_dct(x)``.
+
+    The order of the blocks in each row is reversed and coefficient ``(u, v)`` of every block is multiplied by
+    ``(-1)**v``. Needs the full ``(N, 64*C, h, w)`` layout; for masked channels use :meth:`FrequencyMasking.hflip`.
+    """
+    if y.ndim != 4 or y.shape[1] % CHANNELS_PER_PLANE:
+        raise ValueError(f"expected frequency channels of shape (N, 64*C, h, w), got {tuple(y.shape)}")
+    sign = hflip_sign(y.shape[1] // CHANNELS_PER_PLANE, y.dtype, y.device)
+    return y.flip(-1) * sign.view(1, -1, 1, 1)
+
+
 def low_frequency_channels(max_order: int = 3) -> tuple[int, ...]:
     """Channels ``8*u + v`` of one colour plane with ``u + v <= max_order`` (``max_order=0``: DC only).
 
@@ -174,6 +195,11 @@ class FrequencyMasking(nn.Module):
         if images.shape[1] != self.mask.planes:
             raise ValueError(f"images have {images.shape[1]} colour planes, the mask expects {self.mask.planes}")
         return block_dct(images).index_select(1, self.kept_index)
+
+    def hflip(self, masked: torch.Tensor) -> torch.Tensor:
+        """Horizontal flip of masked channels, exact (see :func:`block_hflip`)."""
+        sign = hflip_sign(self.mask.planes, masked.dtype, masked.device).index_select(0, self.kept_index.to(masked.device))
+        return masked.flip(-1) * sign.view(1, -1, 1, 1)
 
     def expand(self, masked: torch.Tensor) -> torch.Tensor:
         """Put masked channels back in their places of the full 64*C layout, zeros where dropped."""

@@ -27,7 +27,7 @@ def test_backbones_return_unit_embeddings(name, widths):
     assert torch.allclose(z.norm(dim=1), torch.ones(5), atol=1e-5)
     with pytest.raises(ValueError, match=r"expected input \(N, 54, 8, 8\)"):
         bb(torch.randn(5, 54, 14, 14))
-    with pytest.raises(ValueError, match="known backbones: grid, unblock"):
+    with pytest.raises(ValueError, match="known backbones: grid, pixel, unblock"):
         make_backbone("resnet", 54, (8, 8), 32)
     with pytest.raises(ValueError, match="4 widths"):
         UnblockBackbone(54, (8, 8), 32, (8, 16))
@@ -64,7 +64,7 @@ def test_arcface_margin_and_guard():
     assert torch.allclose(target[inside], torch.cos(theta[inside] + 0.5), atol=1e-4)
     assert torch.allclose(target[~inside], torch.cos(theta[~inside]) - 0.5 * math.sin(0.5), atol=1e-4)
     assert (target.diff() < 0).all()
-    with pytest.raises(ValueError, match="known heads: arcface, softmax"):
+    with pytest.raises(ValueError, match="known heads: arcface, cosface, softmax"):
         make_head("sphereface", 8, 3)
 
 
@@ -143,3 +143,25 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         atomic_write(target, crash)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.zip"]
+
+
+def test_cosface_margin_and_pixel_backbone():
+    from fr_models import CosFaceHead, PixelBackbone
+
+    head = CosFaceHead(4, 3, scale=10.0, margin=0.35)
+    logits = torch.tensor([[5.0, 1.0, -2.0]])
+    assert torch.allclose(head.target_logits(logits), logits - 3.5)
+    emb = torch.nn.functional.normalize(torch.randn(2, 4), dim=1)
+    y = torch.tensor([0, 2])
+    manual = torch.nn.functional.cross_entropy(head.logits(emb).scatter_add(1, y[:, None], torch.full((2, 1), -3.5)),
+                                               y, reduction="none")
+    assert torch.allclose(head(emb, y), manual, atol=1e-5)
+    bb = make_backbone("pixel", 1, (64, 64), 32)
+    assert isinstance(bb, PixelBackbone)
+    z = bb(torch.rand(3, 1, 64, 64))
+    assert z.shape == (3, 32) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        PixelBackbone(1, (40, 40))
+    pixel_params = sum(p.numel() for p in bb.parameters())
+    unblock_params = sum(p.numel() for p in make_backbone("unblock", 54, (8, 8), 32).parameters())
+    assert 0.5 < pixel_params / unblock_params < 2.0  # comparable capacity

@@ -110,3 +110,16 @@ def test_bad_masks_are_rejected():
         ChannelMask(range(64))
     with pytest.raises(ValueError, match="colour planes"):
         FrequencyMasking(ChannelMask(planes=3))(torch.zeros(1, 1, 8, 8))
+
+
+def test_hflip_in_the_dct_domain_is_exact():
+    from mixup_env.transform import block_hflip
+
+    x = torch.rand(3, 2, 16, 24, dtype=torch.float64)
+    assert torch.allclose(block_hflip(block_dct(x)), block_dct(x.flip(-1)), atol=1e-12)
+    m = FrequencyMasking(ChannelMask(planes=2))
+    xf = x.float()
+    assert torch.allclose(m.hflip(m(xf)), m(xf.flip(-1)), atol=1e-5)
+    assert torch.allclose(m.hflip(m.hflip(m(xf))), m(xf))
+    with pytest.raises(ValueError, match=r"\(N, 64\*C, h, w\)"):
+        block_hflip(torch.zeros(1, 10, 2, 2))
