@@ -248,3 +248,17 @@ def test_real_faces_need_resizing_then_run(data_root, tiny_env_kwargs):
     env.reset(seed=0)
     _, r, _, _, _ = env.step(0)
     assert np.isfinite(r)
+
+
+def test_hflip_augmentation_mirrors_about_half_the_batch(tiny_env_kwargs):
+    env = FrequencyMixupEnv(hflip=True, **{**tiny_env_kwargs, "batch_size": 64})
+    env.reset(seed=0)
+    x, _ = env._batch
+    # every sample is either a training sample or its exact mirror
+    train = env._train_x.reshape(len(env._train_x), -1)
+    mirrored = env.masking.hflip(env._train_x).reshape(len(env._train_x), -1)
+    as_is = (x.reshape(64, 1, -1) == train.unsqueeze(0)).all(-1).any(1)
+    flipped = (x.reshape(64, 1, -1) == mirrored.unsqueeze(0)).all(-1).any(1)
+    assert bool((as_is | flipped).all())
+    assert 16 <= int(flipped.sum()) <= 48
+    gym_check_env(FrequencyMixupEnv(hflip=True, **tiny_env_kwargs), skip_render_check=True, skip_close_check=True)

@@ -139,6 +139,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     * ``batch_size``, ``episode_steps``, ``eval_every`` (evaluate accuracy every n steps and at the end).
     * ``dropped_channels``: channels ``8u+v`` dropped per colour plane (default ``u + v <= 3``).
     * ``dirichlet_alpha``: concentration of the mixing weights (when the action does not set it).
+    * ``hflip``: mirror each training face left-right with probability 1/2 (done exactly in the DCT domain).
     * ``reward``, ``reward_kwargs``: a registered reward and its options.
     * ``head`` (``"softmax"``/``"arcface"``), ``head_kwargs``, ``backbone`` (``"grid"``/``"unblock"``),
       ``embedding_dim``, ``widths``, ``lr``: the FR model (see :mod:`fr_models`).
@@ -177,6 +178,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         eval_every: int = 50,
         dropped_channels: Sequence[int] | None = None,
         dirichlet_alpha: float = 1.0,
+        hflip: bool = False,
         reward: str = "fr_loss",
         reward_kwargs: Mapping[str, Any] | None = None,
         head: str = "softmax",
@@ -210,6 +212,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.episode_steps = int(episode_steps)
         self.eval_every = int(eval_every)
         self.dirichlet_alpha = float(dirichlet_alpha)
+        self.hflip = bool(hflip)
         self.device = torch.device(device)
         self.reward_name = reward
         self.reward_fn = make_reward(reward, reward_kwargs)
@@ -441,12 +444,16 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     # ------------------------------------------------------------------------------------------- helpers
     def _draw_batch(self) -> None:
-        """Draw the next training batch (an epoch-wise shuffle from ``np_random``)."""
+        """Draw the next training batch (an epoch-wise shuffle from ``np_random``; random mirroring if ``hflip``)."""
         if len(self._order) < self.batch_size:
             self._order = self.np_random.permutation(len(self._train_y))
         idx = torch.from_numpy(self._order[: self.batch_size]).to(self.device)
         self._order = self._order[self.batch_size :]
-        self._batch = (self._train_x[idx], self._train_y[idx])
+        x = self._train_x[idx]
+        if self.hflip:  # mirror a random half of the batch, exactly, in the frequency domain
+            flip = torch.from_numpy(self.np_random.random(len(idx)) < 0.5).to(self.device)
+            x = torch.where(flip.view(-1, 1, 1, 1), self.masking.hflip(x), x)
+        self._batch = (x, self._train_y[idx])
 
     def _squash(self, loss: torch.Tensor | float) -> torch.Tensor:
         t = torch.as_tensor(loss, dtype=torch.float32)
