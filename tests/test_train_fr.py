@@ -1,0 +1,81 @@
+"""The plain FR training loop and examples/train_fr.py under every defence."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fr_models import FRConfig, FRTrainer
+from fr_models.training import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def test_fit_trains_mixes_flips_and_rejects_bad_sizes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 6, 2, 2, generator=g)
+    y = torch.arange(40) % 4
+    x = x + 3 * torch.nn.functional.one_hot(y, 6).float().view(40, 6, 1, 1)  # learnable
+    t = FRTrainer(FRConfig(6, (2, 2), 4, embedding_dim=8, widths=(8, 8)), seed=0)
+    calls = {"mix": 0, "flip": 0}
+
+    def mix(xb, yb, gen):
+        calls["mix"] += 1
+        return xb, torch.nn.functional.one_hot(yb, 4).float()
+
+    def flip(xb):
+        calls["flip"] += 1
+        return xb.flip(-1)
+
+    hist = fit(t, x, y, epochs=3, batch_size=16, mix=mix, flip=flip)
+    assert hist["updates"] == 6 and calls == {"mix": 6, "flip": 6}  # 2 full batches per epoch
+    assert len(hist["epoch_seconds"]) == 3 and hist["epoch_losses"][-1] < hist["epoch_losses"][0]
+    with pytest.raises(ValueError, match="batch_size <= 40"):
+        fit(t, x, y, epochs=1, batch_size=64)
+
+
+def run(args, tmp_path, name):
+    out = tmp_path / name
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "train_fr.py"), "--epochs", "2", "--batch-size", "32",
+                          "--no-progress", "--out", str(out), *args], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads((out / "metrics.json").read_text()), out
+
+
+@pytest.mark.parametrize("defence,extra", [("none", []), ("mask", ["--hflip"]), ("fixed", ["--k", "4"]),
+                                           ("random", ["--backbone", "unblock"])])
+def test_train_fr_defences(tmp_path, defence, extra):
+    m, out = run(["--defence", defence, *extra], tmp_path, defence)
+    assert m["defence"] == defence and m["backbone"] == {"none": "pixel"}.get(defence, m["backbone"])
+    assert 0.0 <= m["identification"]["top1"] <= m["identification"]["top5"] <= 1.0
+    assert m["seconds_per_epoch"] > 0 and m["train_images"] + m["test_images"] == 400
+    split = np.load(out / "split.npz")
+    assert len(np.intersect1d(split["train_idx"], split["test_idx"])) == 0
+    assert FRTrainer.load(out / "fr_model.pt").config.backbone == m["backbone"]
+
+
+def test_train_fr_with_a_saved_policy(tmp_path):
+    import gymnasium as gym
+
+    import mixup_env  # noqa: F401
+    from agents import Reinforce
+
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=32, episode_steps=4)
+    policy = Reinforce(env, seed=0).learn(4, seed=0).save(tmp_path / "policy.pt")
+    m, _ = run(["--defence", "policy", "--policy", str(policy)], tmp_path, "policy")
+    assert m["defence"] == "policy" and 0 <= m["identification"]["top1"] <= 1
+
+
+def test_train_fr_bad_arguments(tmp_path):
+    for args, msg in ((["--defence", "policy"], "needs --policy"),
+                      (["--defence", "none", "--backbone", "grid"], "pixel backbone goes with --defence none")):
+        res = subprocess.run([sys.executable, str(ROOT / "examples" / "train_fr.py"), *args], capture_output=True,
+                             text=True, timeout=120, cwd=ROOT, env=ENV)
+        assert res.returncode == 2 and msg in res.stderr
