@@ -165,3 +165,10 @@ def test_cosface_margin_and_pixel_backbone():
     pixel_params = sum(p.numel() for p in bb.parameters())
     unblock_params = sum(p.numel() for p in make_backbone("unblock", 54, (8, 8), 32).parameters())
     assert 0.5 < pixel_params / unblock_params < 2.0  # comparable capacity
+
+
+@pytest.mark.parametrize("name,channels,size", [("pixel", 1, (112, 112)), ("unblock", 54, (14, 14)),
+                                                ("grid", 54, (14, 14)), ("pixel", 3, (64, 64))])
+def test_backbones_at_112_and_in_colour(name, channels, size):
+    bb = make_backbone(name, channels, size, 16)
+    assert bb(torch.rand(2, channels, *size)).shape == (2, 16)
