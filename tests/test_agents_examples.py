@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
-def test_ppo_learns_on_the_env_and_callback_collects_info(tiny_env_kwargs, tmp_path):
+def test_ppo_runs_on_the_env_and_callback_collects_info(tiny_env_kwargs, tmp_path):
     env = gym.make("mixup_env/FrequencyMixup-v0", **tiny_env_kwargs)
     model = make_ppo(env, seed=0, n_steps=16, batch_size=16, n_epochs=2)
     cb = MixingStatsCallback()
