@@ -8,6 +8,7 @@ Data sets are found by path, or by name under the folder named by the environmen
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -193,7 +194,7 @@ def load_faces(source: str | os.PathLike[str] | FaceData | None = None) -> FaceD
     if isinstance(source, FaceData):
         return source
     if source is None or source == "synthetic":
-        images, labels = make_synthetic_faces()
+        images, labels = _default_synthetic()
         return FaceData(images, labels, [f"synthetic_{i:02d}" for i in range(int(labels.max()) + 1)], "synthetic")
     p = Path(source)
     if p.is_file() or p.suffix == ".npz":
@@ -212,6 +213,16 @@ def load_faces(source: str | os.PathLike[str] | FaceData | None = None) -> FaceD
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _default_synthetic() -> tuple[np.ndarray, np.ndarray]:
+    """The default synthetic faces, generated once per process (every env built on the default reuses them);
+    read-only, so no caller can change what the next one gets."""
+    images, labels = make_synthetic_faces()
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
 def images_to_tensor(
     images: np.ndarray, size: int | tuple[int, int] | None = None, crop: bool = True
 ) -> torch.Tensor:
@@ -223,7 +234,7 @@ def images_to_tensor(
     :param crop: first centre-crop to the aspect ratio of ``size`` so faces are not stretched (e.g. AT&T's
         112x92 faces become 92x92 before resizing to a square).
     """
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32) / np.float32(255.0))  # a new, writable array
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     if size is not None:
         hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))

@@ -218,3 +218,11 @@ def test_real_att_faces_slice_crops_to_square(data_root):
     faces = load_faces("att_faces")
     x = images_to_tensor(faces.images[:20], 64)
     assert x.shape == (20, 1, 64, 64) and faces.labels[:20].tolist() == [0] * 10 + [1] * 10
+
+
+def test_default_synthetic_is_generated_once_and_read_only():
+    a, b = load_faces(None), load_faces("synthetic")
+    assert a.images is b.images  # cached: building many envs on the default does not regenerate it
+    with pytest.raises(ValueError, match="read-only"):
+        a.images[0, 0, 0] = 1
+    assert images_to_tensor(a.images[:2]).shape == (2, 1, 64, 64)
