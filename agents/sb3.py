@@ -35,7 +35,8 @@ __all__ = [
 ]
 
 #: PPO settings for envs whose step is an FR update (SB3's n_steps=2048 would be one update per several minutes).
-#: On the default env they take the mean k from 4.2 to 5.8 within 4000 steps under the ``fr_loss`` reward.
+#: ``python examples/train_ppo.py`` (default env, 4000 steps, ``fr_loss``) prints how far they move the mean k;
+#: measured: 3.79 in the first 10 % of steps, 6.00 in the last.
 PPO_DEFAULTS: dict[str, Any] = {
     "n_steps": 64,
     "batch_size": 64,
