@@ -17,7 +17,7 @@ import mixup_env  # noqa: F401  (registers the env ids)
 from agents.evaluation import run_episode
 from agents.sb3 import ALGO_DEFAULTS, ALGORITHMS, MixingStatsCallback, make_agent, make_vec_env, save_agent, vecnormalize_path
 
-__all__ = ["training_parser", "train_and_evaluate"]
+__all__ = ["check_training_args", "parse_training_args", "train_and_evaluate", "training_parser"]
 
 
 def training_parser(description: str, algo: str, env_id: str, algos: tuple[str, ...]) -> argparse.ArgumentParser:
@@ -45,13 +45,30 @@ def training_parser(description: str, algo: str, env_id: str, algos: tuple[str, 
     return p
 
 
+def check_training_args(args: argparse.Namespace) -> None:
+    """Reject arguments the training cannot use, naming them (``ValueError``)."""
+    if args.timesteps < 0 or args.episode_steps < 1 or args.n_envs < 1:
+        raise ValueError("--timesteps must be >= 0, --episode-steps and --n-envs >= 1")
+    if args.algo == "sac" and mixup_env.ENV_IDS[args.env_id] not in ("batch_continuous", "sample_continuous"):
+        raise ValueError(f"SAC needs a continuous env id, got {args.env_id}")
+
+
+def parse_training_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check (see :func:`check_training_args`); bad arguments end with the parser's usage error."""
+    args = parser.parse_args(argv)
+    try:
+        check_training_args(args)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
 def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or load) an agent, then run one FR training episode under it; save agent and FR model.
 
     :return: the summary printed and written to ``<out>/summary.json``.
     """
-    if args.timesteps < 0 or args.episode_steps < 1:
-        raise ValueError("--timesteps must be >= 0 and --episode-steps positive")
+    check_training_args(args)
     env_kwargs: dict[str, Any] = dict(
         data=args.data, image_size=args.image_size, episode_steps=args.episode_steps, batch_size=args.batch_size,
         reward=args.reward, reward_kwargs=args.reward_kwargs, device=args.device,

@@ -107,13 +107,15 @@ def main(argv: list[str] | None = None) -> dict:
                       flip=flip if args.hflip else None, progress=progress)
         epoch_seconds = history["epoch_seconds"]
 
-    logits = torch.cat([trainer.head.logits(e) for e in torch.split(
-        extract_embeddings(trainer.backbone, inputs[test_idx], progress=progress, device=args.device), 1024)])
+    emb = extract_embeddings(trainer.backbone, inputs[test_idx], progress=progress, device=args.device)
+    trainer.head.eval()
+    with torch.no_grad():
+        logits = trainer.head.logits(emb.to(args.device)).cpu()
     metrics: dict = {
         "data": faces.source, "defence": args.defence, "backbone": args.backbone, "head": args.head,
         "image_size": args.image_size, "epochs": args.epochs, "num_identities": faces.num_classes,
         "train_images": len(train_idx), "test_images": len(test_idx),
-        "identification": identification_accuracy(logits.detach(), y_train.new_tensor(faces.labels[test_idx])),
+        "identification": identification_accuracy(logits, faces.labels[test_idx]),
         "chance_top1": 1.0 / faces.num_classes,
         "seconds_per_epoch": float(np.median(epoch_seconds)),
     }

@@ -13,15 +13,12 @@ the mean reward, and the clean identification accuracy of the FR model trained u
 
 from __future__ import annotations
 
-from agents.training import train_and_evaluate, training_parser
+from agents.training import parse_training_args, train_and_evaluate, training_parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = training_parser(__doc__.split("\n\n")[0], "ppo", "mixup_env/FrequencyMixup-v0", ("ppo", "a2c"))
-    args = parser.parse_args(argv)
-    if args.timesteps < 0 or args.episode_steps < 1 or args.n_envs < 1:
-        parser.error("--timesteps must be >= 0, --episode-steps and --n-envs >= 1")
-    return train_and_evaluate(args)
+    return train_and_evaluate(parse_training_args(parser, argv))
 
 
 if __name__ == "__main__":
