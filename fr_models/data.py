@@ -23,6 +23,7 @@ from fr_models.synthetic import make_synthetic_faces
 
 __all__ = [
     "DATA_ENV_VAR",
+    "check_identity_split",
     "FaceData",
     "Pairs",
     "concat_faces",
@@ -117,6 +118,22 @@ class FaceData:
     def planes(self) -> int:
         """Colour planes: 1 for grayscale, C for ``(N, H, W, C)``."""
         return 1 if self.images.ndim == 3 else int(self.images.shape[3])
+
+    def subset(self, idx: np.ndarray) -> FaceData:
+        """The images ``idx`` as a data set of their own, identities relabelled ``0..k-1`` in label order (so a
+        model trained on it has exactly ``k`` classes); names follow. Pairs are dropped.
+
+        :param idx: image indices (e.g. the private side of :func:`split_identities`).
+        :raises ValueError: ``idx`` is empty or out of range.
+        """
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        if len(idx) == 0:
+            raise ValueError("subset() got no image indices")
+        if idx.min() < 0 or idx.max() >= len(self.labels):
+            raise ValueError(f"subset() indices must be in 0..{len(self.labels) - 1}, got {idx.min()}..{idx.max()}")
+        kept, labels = np.unique(self.labels[idx], return_inverse=True)
+        names = [self.names[c] for c in kept] if len(self.names) >= self.num_classes else []
+        return FaceData(self.images[idx], labels.astype(np.int64), names, self.source)
 
 
 def load_npz(path: str | os.PathLike[str]) -> FaceData:
@@ -300,6 +317,39 @@ def split_identities(
     public_ids = rng.permutation(ids)[:n_public]
     public = np.isin(labels, public_ids)
     return np.flatnonzero(~public), np.flatnonzero(public)
+
+
+def check_identity_split(
+    labels: np.ndarray, private_idx: np.ndarray, public_idx: np.ndarray, names: list[str] | None = None,
+    min_private: int = 2, min_public: int = 2,
+) -> None:
+    """Check a private/public split before an attack: both sides in range, enough identities on each side, and
+    no identity on both sides (the attacker's public faces must be of other people).
+
+    :param labels: ``(N,)`` identities of the whole data set.
+    :param private_idx: image indices of the private side.
+    :param public_idx: image indices of the public side.
+    :param names: identity names, to name the overlapping ones in the error.
+    :param min_private: identities the private side needs.
+    :param min_public: identities the public side needs.
+    :raises ValueError: naming what is wrong.
+    """
+    labels = np.asarray(labels)
+    sides = {"private": np.asarray(private_idx, dtype=np.int64), "public": np.asarray(public_idx, dtype=np.int64)}
+    for side, idx in sides.items():
+        if idx.size and (idx.min() < 0 or idx.max() >= len(labels)):
+            raise ValueError(f"{side} indices must be in 0..{len(labels) - 1} (images of the data set), got "
+                             f"{idx.min()}..{idx.max()}: is the split from another data set?")
+    ids = {side: np.unique(labels[idx]) for side, idx in sides.items()}
+    both = np.intersect1d(ids["private"], ids["public"])
+    if len(both):
+        shown = [names[i] if names and i < len(names) else str(i) for i in both[:5]]
+        raise ValueError(f"{len(both)} identities are on both the private and the public side (e.g. {shown}): the "
+                         "attacker's public faces must be of other identities; use an identity-disjoint split "
+                         "(fr_models.data.split_identities)")
+    for side, need in (("private", min_private), ("public", min_public)):
+        if len(ids[side]) < need:
+            raise ValueError(f"the {side} side has {len(ids[side])} identities, the attack needs at least {need}")
 
 
 #: File name endings :func:`load_image_folder` reads.

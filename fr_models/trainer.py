@@ -102,6 +102,9 @@ class FRTrainer:
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.updates = 0
         self.skipped_updates = 0
+        #: plain values saved with the weights, e.g. how images become this model's input (set by the trainer's
+        #: owner: ``examples/train_fr.py`` and the env record ``input``, ``dropped_channels``, ``image_size``)
+        self.metadata: dict[str, Any] = {}
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One optimiser update on a batch.
@@ -176,6 +179,7 @@ class FRTrainer:
             "head": self.head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "updates": self.updates,
+            "metadata": dict(self.metadata),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -184,6 +188,7 @@ class FRTrainer:
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state.get("updates", 0))
+        self.metadata = dict(state.get("metadata", {}))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a checkpoint atomically (see :func:`atomic_torch_save`)."""
@@ -192,7 +197,11 @@ class FRTrainer:
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> FRTrainer:
         """Rebuild a trainer from a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        state = torch.load(path, map_location=device, weights_only=True)
+        return cls.from_state_dict(torch.load(path, map_location=device, weights_only=True), device)
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> FRTrainer:
+        """Rebuild a trainer from :meth:`state_dict`'s output."""
         cfg = dict(state["config"])
         cfg["input_size"] = tuple(cfg["input_size"])
         cfg["widths"] = None if cfg["widths"] is None else tuple(cfg["widths"])

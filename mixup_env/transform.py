@@ -32,6 +32,8 @@ __all__ = [
     "block_idct",
     "dct_matrix",
     "hflip_sign",
+    "input_metadata",
+    "input_transform",
     "low_frequency_channels",
 ]
 
@@ -210,3 +212,33 @@ class FrequencyMasking(nn.Module):
     def to_image(self, masked: torch.Tensor) -> torch.Tensor:
         """What survives of the image after masking: inverse DCT with dropped channels set to zero."""
         return block_idct(self.expand(masked))
+
+
+def input_metadata(masking: FrequencyMasking | None, image_size: int | tuple[int, int] | None) -> dict[str, object]:
+    """How images become a model's input, as plain values to save with the model (``FRTrainer.metadata``).
+
+    :param masking: the frequency masking in front of the model, or ``None`` for a pixel-domain model.
+    :param image_size: the size faces were resized to (``None``: their native size).
+    :return: ``{"input": "masked_dct" | "pixel", "dropped_channels": [...], "planes": C, "image_size": ...}``.
+    """
+    size = None if image_size is None else ([int(image_size)] * 2 if isinstance(image_size, int) else [int(s) for s in image_size])
+    if masking is None:
+        return {"input": "pixel", "image_size": size}
+    return {"input": "masked_dct", "dropped_channels": list(masking.mask.dropped), "planes": masking.mask.planes,
+            "image_size": size}
+
+
+def input_transform(metadata: dict[str, object]) -> nn.Module:
+    """The differentiable image -> model-input transform that :func:`input_metadata` describes (an identity
+    module for pixel models): what a white-box attacker backpropagates through.
+
+    :raises ValueError: the metadata names no known input kind.
+    """
+    kind = metadata.get("input")
+    if kind == "pixel":
+        return nn.Identity()
+    if kind == "masked_dct":
+        dropped = metadata.get("dropped_channels")
+        planes = metadata.get("planes", 1)
+        return FrequencyMasking(ChannelMask(dropped if isinstance(dropped, Iterable) else None, int(planes)))  # type: ignore[call-overload]
+    raise ValueError(f"model metadata names input {kind!r}: accepted 'pixel' or 'masked_dct' (see input_metadata)")

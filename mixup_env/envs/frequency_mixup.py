@@ -17,7 +17,7 @@ from fr_models.data import FaceData, images_to_tensor, load_faces, split_per_ide
 from fr_models.trainer import FRConfig, FRTrainer
 from mixup_env.mixing import mix_batch
 from mixup_env.rewards import StepRecord, make_reward
-from mixup_env.transform import ChannelMask, FrequencyMasking
+from mixup_env.transform import ChannelMask, FrequencyMasking, input_metadata
 
 __all__ = ["ACTION_MODES", "GLOBAL_FEATURES", "SAMPLE_FEATURES", "FrequencyMixupEnv", "split_observation"]
 
@@ -236,6 +236,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         if len(test_idx) == 0:
             raise ValueError(f"{faces.source!r} has no identity with 2+ images: nothing to evaluate accuracy on")
         freq = self._precompute(faces, image_size)
+        self._image_size = image_size if image_size is not None else (h, w)
         labels = torch.from_numpy(faces.labels).to(self.device)
         self._train_x, self._train_y = freq[train_idx], labels[train_idx]
         self._test_x, self._test_y = freq[test_idx], labels[test_idx]
@@ -304,6 +305,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._generator = torch.Generator(device=self.device).manual_seed(int(seeds[0]))
         self.trainer = FRTrainer(self.fr_config, self.device, seed=int(seeds[1]))
         self.trainer.backbone.set_input_stats(self._in_mean, self._in_std)
+        self.trainer.metadata = input_metadata(self.masking, self._image_size)
         self._order = np.empty(0, dtype=np.int64)
         self._step = 0
         self._last_k = 0.0

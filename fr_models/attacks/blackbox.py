@@ -1,0 +1,141 @@
+"""Black-box model inversion (Yang et al., CCS 2019): learn to invert the model's outputs from public faces.
+
+Threat model: :data:`~fr_models.attacks.target.BLACK_BOX`. The attacker submits public faces (and random views of
+them) to the :class:`~fr_models.attacks.target.BlackBoxOracle`, and trains a decoder from each returned output
+vector back to the face that produced it. It then decodes, for each private identity,
+
+* its **class vector** (``"probabilities"`` outputs): the one-hot score vector of the identity, i.e. the output a
+  face the model is certain of would give; or
+* its **mean output** (either output): the mean of outputs the model gave on that identity's private faces, e.g.
+  embeddings leaked from an enrolment database. The faces themselves never reach the attacker; only outputs do.
+
+Score vectors are truncated to their ``top_m`` largest entries (the rest set to zero) before decoding, in training
+and in the attack alike, as Yang et al. do to align the public outputs with the confident vectors decoded later.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from fr_models.attacks._loop import MIN_UPDATES, minibatches, total_updates
+from fr_models.attacks.augment import random_augment
+from fr_models.attacks.priors import ConvDecoder
+from fr_models.attacks.target import BlackBoxOracle
+from fr_models.attacks.whitebox import InversionResult
+
+__all__ = ["OutputDecoder", "invert_class_vectors", "invert_mean_outputs", "train_output_decoder"]
+
+
+class OutputDecoder(torch.nn.Module):
+    """Model output -> face, with the output's preprocessing (truncation of scores, scaling of embeddings).
+
+    :param output: the oracle's output kind (``"probabilities"`` or ``"embedding"``).
+    :param output_dim: its length.
+    :param channels: colour planes of the faces.
+    :param image_size: ``(H, W)`` of the faces.
+    :param top_m: score entries kept (probabilities only).
+    """
+
+    def __init__(self, output: str, output_dim: int, channels: int, image_size: tuple[int, int], top_m: int = 5) -> None:
+        super().__init__()
+        self.output, self.top_m = output, max(1, min(int(top_m), int(output_dim)))
+        self.decoder = ConvDecoder(output_dim, channels, image_size)
+
+    def prepare(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Truncate score vectors to their ``top_m`` entries; scale unit embeddings to unit variance per entry."""
+        if self.output == "probabilities":
+            top = outputs.topk(self.top_m, dim=1)
+            return torch.zeros_like(outputs).scatter(1, top.indices, top.values) * 10.0
+        return F.normalize(outputs, dim=1) * outputs.shape[1] ** 0.5
+
+    def forward(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.prepare(outputs))
+
+
+def train_output_decoder(
+    oracle: BlackBoxOracle,
+    public_images: torch.Tensor,
+    epochs: int = 150,
+    views_per_image: int = 8,
+    top_m: int = 5,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    min_updates: int = MIN_UPDATES,
+) -> OutputDecoder:
+    """Query the oracle on public faces and random views of them, and fit a decoder from outputs to faces.
+
+    :param oracle: the black-box model (``views_per_image * N`` queries).
+    :param public_images: ``(N, C, H, W)`` public faces in ``[0, 1]``.
+    :param epochs: passes over the queried views (at least :data:`~fr_models.attacks._loop.MIN_UPDATES` updates).
+    :param views_per_image: views of each public face submitted (the first is the face itself).
+    :param top_m: score entries kept (see :class:`OutputDecoder`).
+    :param batch_size: views per update.
+    :param lr: Adam learning rate (cosine decay).
+    :param seed: seed of the views, the order and the initialisation.
+    :param device: where to train.
+    :param progress: show a progress bar.
+    :param min_updates: fewest updates, however few the faces.
+    """
+    if public_images.ndim != 4 or len(public_images) < 2:
+        raise ValueError(f"need at least 2 public faces (N, C, H, W), got {tuple(public_images.shape)}")
+    if tuple(public_images.shape[-2:]) != oracle.image_size:
+        raise ValueError(f"public faces are {tuple(public_images.shape[-2:])}, the model reads {oracle.image_size}")
+    gen = torch.Generator().manual_seed(seed)
+    views = [public_images] + [random_augment(public_images, gen) for _ in range(max(0, views_per_image - 1))]
+    x = torch.cat(views)
+    y = oracle(x).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = OutputDecoder(oracle.output, y.shape[1], x.shape[1], oracle.image_size, top_m).to(device)
+    x, y = x.to(device), y.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_updates(len(x), batch_size, epochs, min_updates))
+    model.train()
+    for idx in minibatches(len(x), batch_size, epochs, gen, "black-box decoder", progress, min_updates):
+        idx = idx.to(device)
+        loss = F.mse_loss(model(y[idx]), x[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def invert_class_vectors(decoder: OutputDecoder, classes: torch.Tensor | list[int], num_classes: int) -> InversionResult:
+    """Decode the one-hot score vector of each identity (``"probabilities"`` decoders only)."""
+    if decoder.output != "probabilities":
+        raise ValueError("class vectors are score vectors: this decoder inverts embeddings (use invert_mean_outputs)")
+    t0 = time.perf_counter()
+    cls = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
+    dev = next(decoder.parameters()).device
+    images = decoder(F.one_hot(cls, num_classes).float().to(dev)).cpu()
+    return InversionResult(images, cls, torch.full((len(cls),), float("nan")), time.perf_counter() - t0,
+                           {"decoded": "class vector", "output": decoder.output})
+
+
+@torch.no_grad()
+def invert_mean_outputs(decoder: OutputDecoder, outputs: torch.Tensor, labels: torch.Tensor) -> InversionResult:
+    """Decode, per identity, the mean of the outputs leaked for its private faces.
+
+    :param decoder: a trained :class:`OutputDecoder`.
+    :param outputs: ``(N, output_dim)`` oracle outputs on private faces (the attacker sees these, not the faces).
+    :param labels: ``(N,)`` the identity of each.
+    """
+    t0 = time.perf_counter()
+    labels = torch.as_tensor(labels, dtype=torch.long).cpu()
+    cls = labels.unique()
+    mean = torch.stack([outputs[labels == c].float().mean(0) for c in cls])
+    dev = next(decoder.parameters()).device
+    images = decoder(mean.to(dev)).cpu()
+    return InversionResult(images, cls, torch.full((len(cls),), float("nan")), time.perf_counter() - t0,
+                           {"decoded": "mean output", "output": decoder.output})

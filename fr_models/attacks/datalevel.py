@@ -1,0 +1,168 @@
+"""Data-level attack: recover private faces from the mixed, masked training inputs a server would see.
+
+Threat model: the attacker sees the *inputs* of training (each one a Dirichlet-weighted sum of ``k`` masked
+frequency images of private faces), knows the scheme (the transform, ``k`` and the weight distribution, as
+Kerckhoffs' principle demands) and holds public faces. In the spirit of Carlini et al.'s attack on InstaHide, it
+learns to undo the scheme: it simulates the same mixing on public faces and trains a network from each mixed input
+to the face with the largest weight in it (the one a mix reveals most of). Applied to the observed private mixes,
+the network's output is judged against that dominant face's identity. With ``k = 1`` this is the attack on masking
+alone (recovering a face from its high-frequency channels); a larger ``k`` costs the attacker more, and this
+attack measures by how much rather than assuming it.
+
+The mixing is passed in as a function, ``mix(inputs, generator) -> (mixed, partners, weights)`` with ``partners``
+and ``weights`` ``(n, k_max)`` (row ``i`` mixes ``inputs[partners[i]]`` with ``weights[i]``), e.g. a wrapper of
+:func:`mixup_env.mixing.mix_batch`; ``fr_models`` itself knows nothing of the env.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fr_models.attacks._loop import MIN_UPDATES, minibatches, total_updates
+from fr_models.attacks.augment import random_augment
+from fr_models.attacks.whitebox import InversionResult
+
+__all__ = ["MixFunction", "Unmixer", "observe_mixes", "train_unmixer", "unmix"]
+
+#: ``(inputs, generator) -> (mixed inputs, partners (n, k_max), weights (n, k_max))``
+MixFunction = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class Unmixer(nn.Module):
+    """Masked (mixed) frequency channels ``(n, K, H/8, W/8)`` -> the dominant face ``(n, C, H, W)`` in ``[0, 1]``:
+    two conv layers on the block grid, a learned stride-8 inverse to the pixel grid, two pixel conv layers.
+
+    :param in_channels: kept frequency channels.
+    :param out_channels: colour planes of the face.
+    :param block: the block side (8 for the 8x8 DCT).
+    :param width: channels on the block grid.
+    """
+
+    in_mean: torch.Tensor
+    in_std: torch.Tensor
+
+    def __init__(self, in_channels: int, out_channels: int, block: int = 8, width: int = 128) -> None:
+        super().__init__()
+        self.register_buffer("in_mean", torch.zeros(in_channels))
+        self.register_buffer("in_std", torch.ones(in_channels))
+        self.grid = nn.Sequential(_conv(in_channels, width), _conv(width, width))
+        self.up = nn.ConvTranspose2d(width, 16, block, stride=block)
+        self.pixel = nn.Sequential(_conv(16, 16), _conv(16, 16), nn.Conv2d(16, out_channels, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = ((x - self.in_mean.view(1, -1, 1, 1)) / self.in_std.view(1, -1, 1, 1)).clamp(-10, 10)
+        return torch.sigmoid(self.pixel(self.up(self.grid(x))))
+
+
+def observe_mixes(
+    images: torch.Tensor, transform: nn.Module, mix: MixFunction, batch_size: int = 64, rounds: int = 1, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a server sees in training: the images in shuffled batches, transformed and mixed.
+
+    :param images: ``(N, C, H, W)`` faces in ``[0, 1]``.
+    :param transform: image -> masked frequency channels.
+    :param mix: the mixing scheme.
+    :param batch_size: faces per batch (partners come from the same batch).
+    :param rounds: passes over the faces (each face is the first component of one mix per pass).
+    :param seed: seed of the order and the mixing.
+    :return: ``(observed, dominant, weight)``: the mixed inputs, the index (into ``images``) of each one's
+        largest-weight face, and that weight.
+    """
+    gen = torch.Generator(device=images.device).manual_seed(seed)
+    obs, dom, wts = [], [], []
+    with torch.no_grad():
+        for _ in range(rounds):
+            order = torch.randperm(len(images), generator=gen, device=images.device)
+            for i in range(0, len(order), batch_size):
+                idx = order[i : i + batch_size]
+                if len(idx) < 2:
+                    continue
+                mixed, partners, weights = mix(transform(images[idx]), gen)
+                top = weights.argmax(1, keepdim=True)
+                obs.append(mixed)
+                dom.append(idx[partners.gather(1, top).squeeze(1)])
+                wts.append(weights.gather(1, top).squeeze(1))
+    return torch.cat(obs), torch.cat(dom), torch.cat(wts)
+
+
+def train_unmixer(
+    public_images: torch.Tensor,
+    transform: nn.Module,
+    mix: MixFunction,
+    epochs: int = 60,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    min_updates: int = MIN_UPDATES,
+) -> Unmixer:
+    """Train an :class:`Unmixer` on fresh simulated mixes of random views of the public faces.
+
+    :param public_images: ``(N, C, H, W)`` public faces in ``[0, 1]``.
+    :param transform: the defence's image -> masked channels transform.
+    :param mix: the defence's mixing scheme (the same ``k`` and weights as the defended training).
+    :param epochs: passes over the public faces, every pass with new views and new mixes (at least
+        :data:`~fr_models.attacks._loop.MIN_UPDATES` updates).
+    :param batch_size: faces per simulated batch (at least 2).
+    :param lr: Adam learning rate (cosine decay).
+    :param seed: seed of everything random.
+    :param device: where to train.
+    :param progress: show a progress bar.
+    :param min_updates: fewest updates, however few the faces.
+    """
+    if public_images.ndim != 4 or len(public_images) < 2:
+        raise ValueError(f"need at least 2 public faces (N, C, H, W), got {tuple(public_images.shape)}")
+    x = public_images.to(device)
+    transform = transform.to(device)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    with torch.no_grad():
+        probe = transform(x[: min(len(x), 512)])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = Unmixer(probe.shape[1], x.shape[1]).to(device)
+    net.in_mean.copy_(probe.mean(dim=(0, 2, 3)))
+    net.in_std.copy_(probe.std(dim=(0, 2, 3)).clamp_min(1e-6))
+    bs = max(2, min(int(batch_size), len(x)))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_updates(len(x), bs, epochs, min_updates))
+    net.train()
+    for idx in minibatches(len(x), bs, epochs, torch.Generator().manual_seed(seed), "data-level unmixer", progress, min_updates):
+        faces = random_augment(x[idx.to(x.device)], gen, rotate_deg=3.0)
+        with torch.no_grad():
+            mixed, partners, weights = mix(transform(faces), gen)
+            dominant = faces[partners.gather(1, weights.argmax(1, keepdim=True)).squeeze(1)]
+        loss = F.mse_loss(net(mixed), dominant)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
+@torch.no_grad()
+def unmix(unmixer: Unmixer, observed: torch.Tensor, classes: torch.Tensor, batch_size: int = 256) -> InversionResult:
+    """Apply a trained unmixer to observed mixes.
+
+    :param unmixer: from :func:`train_unmixer`.
+    :param observed: ``(M, K, h, w)`` observed mixed inputs.
+    :param classes: ``(M,)`` the identity of each mix's dominant face (for judging; the attack does not use it).
+    """
+    t0 = time.perf_counter()
+    dev = next(unmixer.parameters()).device
+    out = torch.cat([unmixer(observed[i : i + batch_size].to(dev)).cpu() for i in range(0, len(observed), batch_size)])
+    cls = torch.as_tensor(classes, dtype=torch.long).cpu()
+    return InversionResult(out, cls, torch.full((len(cls),), float("nan")), time.perf_counter() - t0,
+                           {"decoded": "dominant face of each mix"})

@@ -1,0 +1,57 @@
+"""Image similarity: PSNR and SSIM between batches of images in ``[0, 1]`` (torch, batched).
+
+SSIM follows Wang et al. (2004): an 11x11 Gaussian window (sigma 1.5), ``C1 = (0.01 L)^2``, ``C2 = (0.03 L)^2``
+with ``L = 1``, the mean of the SSIM map over valid windows (no padding), averaged over colour planes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["psnr", "ssim"]
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.shape != y.shape or x.ndim != 4:
+        raise ValueError(f"expected two (N, C, H, W) batches of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB, per image, ``(N,)`` (peak 1; identical images give ``10*log10(1/eps)``)."""
+    _check_pair(x, y)
+    mse = (x.float() - y.float()).pow(2).mean(dim=(1, 2, 3))
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(eps))
+
+
+def _gaussian_1d(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    g = torch.exp(-((torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2) ** 2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Structural similarity per image, ``(N,)``, in ``[-1, 1]`` (1 iff the images are equal).
+
+    :param x: ``(N, C, H, W)`` in ``[0, 1]``.
+    :param y: same shape.
+    :param window: side of the Gaussian window (at most the image's smaller side).
+    :param sigma: its standard deviation.
+    """
+    _check_pair(x, y)
+    if min(x.shape[-2:]) < window:
+        raise ValueError(f"SSIM needs images of at least {window}x{window}, got {tuple(x.shape[-2:])}")
+    n, c = x.shape[:2]
+    g = _gaussian_1d(window, sigma, x.device)
+    gv, gh = g.view(1, 1, window, 1), g.view(1, 1, 1, window)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:  # the 2-D Gaussian is separable: two 1-D passes
+        return F.conv2d(F.conv2d(t, gv), gh)
+
+    a, b = x.float().reshape(n * c, 1, *x.shape[-2:]), y.float().reshape(n * c, 1, *y.shape[-2:])
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return smap.mean(dim=(1, 2, 3)).view(n, c).mean(1)

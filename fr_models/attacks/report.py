@@ -1,0 +1,111 @@
+"""Figures and the privacy-accuracy frontier: the reconstruction grid of one evaluation, and the Pareto plot
+over several defended models.
+
+Plots use matplotlib's object API (no pyplot, no global backend switch) and are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fr_models.trainer import atomic_write
+
+__all__ = ["pareto_dominated", "plot_pareto", "plot_reconstruction_grid"]
+
+
+def pareto_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """Which points are dominated when both coordinates are to be maximised (e.g. accuracy, privacy).
+
+    A point is dominated iff another point is at least as good in both coordinates and strictly better in one.
+
+    >>> pareto_dominated([(0.9, 0.1), (0.8, 0.5), (0.7, 0.4), (0.8, 0.5)])
+    [False, False, True, False]
+    """
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    out = []
+    for p in pts:
+        ge = (pts >= p).all(1)
+        gt = (pts > p).any(1)
+        out.append(bool((ge & gt).any()))
+    return out
+
+
+def plot_reconstruction_grid(
+    real: torch.Tensor,
+    columns: dict[str, torch.Tensor],
+    row_names: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """A grid: per identity (row), a real private face, then each attack's reconstruction (columns).
+
+    :param real: ``(R, C, H, W)`` one real face per row.
+    :param columns: attack name -> ``(R, C, H, W)`` reconstructions (a row of NaNs leaves the cell empty).
+    :param row_names: one label per row.
+    :param path: the PNG to write.
+    :param title: figure title.
+    """
+    from matplotlib.figure import Figure
+
+    names = ["real (private)", *columns]
+    cols = [real, *columns.values()]
+    rows = len(real)
+    fig = Figure(figsize=(1.4 * len(names) + 1.2, 1.45 * rows + 0.6))
+    axes = fig.subplots(rows, len(names), squeeze=False)
+    for r in range(rows):
+        for c, (name, imgs) in enumerate(zip(names, cols)):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            img = imgs[r].detach().float().cpu()
+            if torch.isfinite(img).all():
+                arr = img.permute(1, 2, 0).numpy()
+                ax.imshow(arr[..., 0] if arr.shape[2] == 1 else arr, cmap="gray", vmin=0, vmax=1)
+            if r == 0:
+                ax.set_title(name, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(str(row_names[r])[:18], fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
+
+
+def plot_pareto(
+    labels: Sequence[str],
+    accuracy: Sequence[float],
+    privacy: Sequence[float],
+    path: str | os.PathLike[str],
+    xlabel: str = "identification top-1 (utility)",
+    ylabel: str = "privacy score (1 - leakage of the strongest attack)",
+) -> Path:
+    """Scatter of defences by utility and privacy; the non-dominated ones joined as the frontier, dominated ones grey.
+
+    :param labels: one name per defence.
+    :param accuracy: its utility.
+    :param privacy: its privacy score.
+    :param path: the PNG to write.
+    """
+    from matplotlib.figure import Figure
+
+    if not (len(labels) == len(accuracy) == len(privacy)) or not labels:
+        raise ValueError(f"need one accuracy and one privacy per label, got {len(labels)}, {len(accuracy)}, {len(privacy)}")
+    dom = pareto_dominated(list(zip(accuracy, privacy)))
+    fig = Figure(figsize=(6.5, 4.8))
+    ax = fig.subplots()
+    front = sorted((a, p) for a, p, d in zip(accuracy, privacy, dom) if not d)
+    ax.plot([a for a, _ in front], [p for _, p in front], "-", color="#4c72b0", zorder=1, label="frontier")
+    for name, a, p, d in zip(labels, accuracy, privacy, dom):
+        ax.scatter([a], [p], color="#bbbbbb" if d else "#dd8452", edgecolor="k", zorder=2)
+        ax.annotate(f"{name}{' (dominated)' if d else ''}", (a, p), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))

@@ -1,0 +1,173 @@
+"""The attacked model and the two threat models.
+
+* **White-box** (:class:`TargetModel`): the attacker holds the FR model's weights *and* the input transform in
+  front of it (for a defended model, the block DCT and the channel mask), and backpropagates from the model's
+  scores through both to the image. Everything in :mod:`fr_models.attacks.whitebox` assumes this.
+* **Black-box** (:class:`BlackBoxOracle`): the attacker only submits images to the deployed model and reads what
+  it returns, either class scores (softmax probabilities) or embeddings; no weights, no gradients. Everything in
+  :mod:`fr_models.attacks.blackbox` assumes this, and goes through the oracle, which counts queries.
+
+In both, the attacker's own data are *public* faces of identities the model was not trained on; the private
+images are never given to an attack (only to the evaluator that judges it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from fr_models.heads import ClassifierHead
+from fr_models.trainer import FRTrainer
+
+__all__ = ["BLACK_BOX", "OUTPUTS", "THREAT_MODELS", "WHITE_BOX", "BlackBoxOracle", "TargetModel", "load_target"]
+
+WHITE_BOX = "white-box"
+BLACK_BOX = "black-box"
+#: What each threat model gives the attacker.
+THREAT_MODELS: dict[str, str] = {
+    WHITE_BOX: "the FR model's weights and its input transform (DCT and mask); gradients through both",
+    BLACK_BOX: "queries only: images in, the model's outputs (class probabilities or embeddings) out",
+}
+#: What a black-box oracle may return.
+OUTPUTS = ("probabilities", "embedding")
+
+
+class TargetModel(nn.Module):
+    """An FR model as a function of the *image*: ``transform -> backbone -> head``, frozen, always in eval mode.
+
+    :param backbone: the FR backbone (reads the transform's output).
+    :param head: the classifier head (its :meth:`~fr_models.heads.ClassifierHead.logits` are the class scores).
+    :param transform: image -> model input, differentiable (``None``: the model reads pixels).
+    :param image_size: ``(H, W)`` of the images the model reads.
+    :param class_names: the training (private) identities, in label order.
+    :param metadata: what the checkpoint records about the model (input kind, defence, ``k``).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: ClassifierHead,
+        transform: nn.Module | None,
+        image_size: tuple[int, int],
+        class_names: Sequence[str] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.transform = transform if transform is not None else nn.Identity()
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.class_names = list(class_names)
+        self.metadata = dict(metadata or {})
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> TargetModel:
+        """Stays in eval mode: an attack must not move the batch-norm statistics of the model it attacks."""
+        return super().train(False)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.head.num_classes)
+
+    @property
+    def in_channels(self) -> int:
+        """Colour planes of the images."""
+        mask = getattr(self.transform, "mask", None)
+        return int(mask.planes) if mask is not None else int(getattr(self.backbone, "in_channels", 1))
+
+    def _check(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(f"the target reads images (N, C, {self.image_size[0]}, {self.image_size[1]}), "
+                             f"got {tuple(images.shape)}")
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, D)`` embeddings of ``(N, C, H, W)`` images in ``[0, 1]`` (differentiable in the images)."""
+        self._check(images)
+        return self.backbone(self.transform(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, num_classes)`` class scores (logits) of images in ``[0, 1]`` (differentiable in the images)."""
+        return self.head.logits(self.embed(images))
+
+
+def load_target(
+    path: str | os.PathLike[str],
+    transform_from_metadata: Callable[[dict[str, Any]], nn.Module] | None = None,
+    device: str | torch.device = "cpu",
+) -> TargetModel:
+    """Load an FR checkpoint (``FRTrainer.save``: from ``examples/train_fr.py`` or the env) as a :class:`TargetModel`.
+
+    :param path: the checkpoint.
+    :param transform_from_metadata: builds the image -> input transform from the checkpoint's ``metadata`` (e.g.
+        :func:`mixup_env.transform.input_transform`); ``None`` means the model reads pixels.
+    :param device: where to put it.
+    :raises FileNotFoundError: no such file.
+    :raises ValueError: the file is not an FR model checkpoint, or records no image size.
+    """
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"no FR model file at {p!r}")
+    try:
+        state = torch.load(p, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{p!r} is not a readable FR model checkpoint ({type(e).__name__}: {e}); expected a file "
+                         "written by FRTrainer.save (examples/train_fr.py writes fr_model.pt)") from e
+    if not isinstance(state, dict) or not {"config", "backbone", "head"} <= set(state):
+        keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{p!r} is not an FR model checkpoint: it holds {keys}; expected the keys 'config', "
+                         "'backbone', 'head' written by FRTrainer.save")
+    trainer = FRTrainer.from_state_dict(state, device)
+    meta = dict(trainer.metadata)
+    size = meta.get("image_size")
+    if not size:
+        raise ValueError(f"{p!r} records no image size in its metadata: re-save it with metadata['image_size'] "
+                         "(examples/train_fr.py and the env record it)")
+    transform = transform_from_metadata(meta) if transform_from_metadata is not None else None
+    if transform is not None:
+        transform = transform.to(device)
+    return TargetModel(trainer.backbone, trainer.head, transform, tuple(size),  # type: ignore[arg-type]
+                       meta.get("class_names", ()), meta)
+
+
+class BlackBoxOracle:
+    """Query access to a deployed model: images in, outputs out, nothing else (no gradients, no weights).
+
+    :param target: the deployed model.
+    :param output: ``"probabilities"`` (softmax of the class scores) or ``"embedding"``.
+    :param batch_size: images per forward pass.
+    """
+
+    def __init__(self, target: TargetModel, output: str = "probabilities", batch_size: int = 256) -> None:
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown oracle output {output!r}: accepted {', '.join(OUTPUTS)}")
+        self._target = target
+        self.output = output
+        self.batch_size = int(batch_size)
+        #: images submitted so far
+        self.queries = 0
+        self.image_size = target.image_size
+        self.in_channels = target.in_channels
+        self.num_classes = target.num_classes
+
+    @property
+    def output_dim(self) -> int:
+        """Length of one output vector."""
+        if self.output == "probabilities":
+            return self.num_classes
+        return int(self._target.backbone.embedding_dim)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, output_dim)`` outputs of ``(N, C, H, W)`` images in ``[0, 1]``, detached."""
+        dev = next(self._target.parameters()).device
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            x = images[i : i + self.batch_size].to(dev)
+            out.append(torch.softmax(self._target(x), 1) if self.output == "probabilities" else self._target.embed(x))
+        self.queries += len(images)
+        return torch.cat(out).detach()
