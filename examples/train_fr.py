@@ -5,6 +5,11 @@
     python examples/train_fr.py --data lfw --image-size 64 --defence fixed --k 3
     python examples/train_fr.py --data lfw --image-size 64 --defence random
     python examples/train_fr.py --defence policy --policy runs/ppo/ppo_agent.zip --policy-algo ppo
+    python examples/train_fr.py --data lfw --image-size 64 --defence none --public-fraction 0.367  # attack target
+
+With ``--public-fraction`` the identities are split first (identity-disjoint, seeded): the model trains on the
+private identities only, and ``split.npz`` records both sides (``private_idx``, ``public_idx``, indices into the
+data set), which is what ``examples/evaluate_privacy.py`` needs to attack the model.
 
 Defences: none (pixels, no masking, no mixing); mask (frequency masking, no mixing); fixed (masking + k-way
 mixing with a fixed k); random (k drawn per sample from --k-values); policy (a saved mixing agent chooses k,
@@ -24,10 +29,11 @@ import numpy as np
 import torch
 
 from fr_models import FRConfig, FRTrainer, extract_embeddings, identification_accuracy, images_to_tensor
-from fr_models.data import load_faces, load_lfw_pairs, split_per_identity
+from fr_models.data import load_faces, load_lfw_pairs, split_identities, split_per_identity
 from fr_models.evaluation import verification_scores, verify_kfold
 from fr_models.training import fit
 from mixup_env import ChannelMask, FrequencyMasking, mix_batch
+from mixup_env.transform import input_metadata
 
 DEFENCES = ("none", "mask", "fixed", "random", "policy")
 
@@ -50,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hflip", action="store_true", help="mirror training faces at random (exactly, in the DCT domain)")
     p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--public-fraction", type=float, default=None,
+                   help="hold out this fraction of identities as the attacker's public faces (not trained on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("runs/fr"))
@@ -69,7 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    faces = load_faces(args.data)
+    faces = data = load_faces(args.data)
+    split: dict[str, np.ndarray] = {}
+    if args.public_fraction is not None:
+        split["private_idx"], split["public_idx"] = split_identities(data.labels, args.public_fraction, args.seed)
+        faces = data.subset(split["private_idx"])
     train_idx, test_idx = split_per_identity(faces.labels, args.test_fraction, args.seed)
     labels = torch.from_numpy(faces.labels).to(args.device)
     masking = FrequencyMasking(ChannelMask(planes=faces.planes)).to(args.device)
@@ -107,6 +119,10 @@ def main(argv: list[str] | None = None) -> dict:
                       flip=flip if args.hflip else None, progress=progress)
         epoch_seconds = history["epoch_seconds"]
 
+    trainer.metadata = {**input_metadata(None if args.defence == "none" else masking,
+                                         args.image_size or faces.image_shape),
+                        "class_names": list(faces.names), "defence": args.defence,
+                        "k": args.k if args.defence == "fixed" else None, "k_values": list(args.k_values)}
     emb = extract_embeddings(trainer.backbone, inputs[test_idx], progress=progress, device=args.device)
     trainer.head.eval()
     with torch.no_grad():
@@ -115,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         "data": faces.source, "defence": args.defence, "backbone": args.backbone, "head": args.head,
         "image_size": args.image_size, "epochs": args.epochs, "num_identities": faces.num_classes,
         "train_images": len(train_idx), "test_images": len(test_idx),
+        "public_identities": int(len(np.unique(data.labels[split["public_idx"]]))) if split else 0,
         "identification": identification_accuracy(logits, faces.labels[test_idx]),
         "chance_top1": 1.0 / faces.num_classes,
         "seconds_per_epoch": float(np.median(epoch_seconds)),
@@ -123,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["verification"] = verify_lfw(trainer, faces, prepare, Path(faces.source).parent, progress)
     args.out.mkdir(parents=True, exist_ok=True)
     trainer.save(args.out / "fr_model.pt")
-    np.savez(args.out / "split.npz", train_idx=train_idx, test_idx=test_idx, seed=args.seed)
+    np.savez(args.out / "split.npz", train_idx=train_idx, test_idx=test_idx, seed=args.seed, **split)
     metrics["args"] = {k: str(v) for k, v in vars(args).items()}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     ident = metrics["identification"]
