@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             elif kind == "eigenface":
                 prior = priors.setdefault("eigenface", fit_eigenfaces(x_pub).to(args.device))
             res = invert(target, classes, prior, restarts=args.restarts, steps=args.steps, views=args.views,
-                         seed=args.seed, progress=progress)
+                         seed=args.seed, progress=progress, public_images=x_pub if prior is not None else None)
             record(attack, res, time.perf_counter() - t0, {"threat_model": "white-box", **res.info,
                                                            "target_confidence": float(res.target_confidence.mean())})
         elif attack.startswith("blackbox"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fr_models import FRConfig, FRTrainer
 from fr_models.attacks import (
@@ -102,6 +103,16 @@ def test_invert_with_priors_stays_in_their_image_space(faces) -> None:
     assert (recon - x[:4]).abs().mean() < 0.1  # the faces are in (close to) the span
     res = invert(target, [1, 2], eig, restarts=1, steps=10, views=1)
     assert res.images.shape == (2, 1, 32, 32) and res.info["prior"] == "EigenfacePrior"
+    res = invert(target, [1, 2], eig, restarts=2, steps=3, views=1, public_images=x[:40])
+    assert res.info["starts"] == "public faces" and res.images.shape == (2, 1, 32, 32)
+    # PPA's initial selection: the starts of identity c are the public faces (or mirrors) the target rates highest.
+    from fr_models.attacks.whitebox import _public_starts
+
+    starts = _public_starts(target, eig, x[:40], torch.tensor([1, 2]), 3, 16)
+    cand = torch.cat([x[:40], x[:40].flip(-1)])
+    with torch.no_grad():
+        best = torch.log_softmax(target(cand), 1)[:, 2].topk(3).indices
+    assert torch.allclose(starts[3:], eig.encode(cand[best]), atol=1e-4)
     vae = fit_vae(x[:40], latent_dim=8, epochs=2, batch_size=16, min_updates=1)
     assert vae.decode(torch.zeros(1, 8)).shape == (1, 1, 32, 32)
     res = invert(target, [1], vae, restarts=2, steps=5, views=2)
@@ -117,6 +128,9 @@ def test_blackbox_decoders_and_oracle(faces) -> None:
     assert scores.queries == 5
     dec = train_output_decoder(scores, x[:20], epochs=1, views_per_image=2, min_updates=1)
     assert scores.queries == 5 + 40
+    assert 1 / 6 <= float(dec.typical_top1) <= 1  # a top-1 score of the public outputs
+    single = dec.prepare(out, keep=torch.ones(5, dtype=torch.long))
+    assert ((single != 0).sum(1) == 1).all() and torch.equal(single.argmax(1), out.argmax(1))
     res = invert_class_vectors(dec, [0, 4], 6)
     assert res.images.shape == (2, 1, 32, 32)
     emb = BlackBoxOracle(target, "embedding")
@@ -159,6 +173,16 @@ def test_psnr_and_ssim_values() -> None:
     flat = ssim(torch.full((1, 1, 16, 16), a), torch.full((1, 1, 16, 16), b))
     assert flat.item() == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), rel=1e-5)
     assert torch.allclose(psnr(torch.zeros(1, 1, 16, 16), torch.full((1, 1, 16, 16), 0.1)), torch.tensor([20.0]))
+    # Against the textbook form: a full 2-D 11x11 Gaussian window by convolution, on non-square images.
+    u, v = torch.rand(3, 1, 24, 30, generator=g), torch.rand(3, 1, 24, 30, generator=g)
+    k1 = torch.exp(-((torch.arange(11.0) - 5) ** 2) / (2 * 1.5**2))
+    k1 = k1 / k1.sum()
+    w = (k1[:, None] * k1[None, :]).view(1, 1, 11, 11)
+    mu_u, mu_v = F.conv2d(u, w), F.conv2d(v, w)
+    var_u, var_v = F.conv2d(u * u, w) - mu_u**2, F.conv2d(v * v, w) - mu_v**2
+    cov = F.conv2d(u * v, w) - mu_u * mu_v
+    ref = ((2 * mu_u * mu_v + 1e-4) * (2 * cov + 9e-4)) / ((mu_u**2 + mu_v**2 + 1e-4) * (var_u + var_v + 9e-4))
+    assert torch.allclose(ssim(u, v), ref.mean(dim=(1, 2, 3)), atol=1e-5)
     noisy = (x + 0.2 * torch.randn(2, 1, 32, 32, generator=g)).clamp(0, 1)
     assert (ssim(x, noisy) < 0.9).all() and torch.allclose(ssim(x, noisy), ssim(noisy, x))
     with pytest.raises(ValueError, match="one shape"):

@@ -9,8 +9,11 @@ vector back to the face that produced it. It then decodes, for each private iden
 * its **mean output** (either output): the mean of outputs the model gave on that identity's private faces, e.g.
   embeddings leaked from an enrolment database. The faces themselves never reach the attacker; only outputs do.
 
-Score vectors are truncated to their ``top_m`` largest entries (the rest set to zero) before decoding, in training
-and in the attack alike, as Yang et al. do to align the public outputs with the confident vectors decoded later.
+Score vectors are truncated to their largest entries (the rest set to zero) before decoding, as Yang et al. do to
+align the public outputs with the confident vectors decoded later. In training each vector keeps a random number
+``1..top_m`` of its entries, so a vector with a single entry (a class vector) is one the decoder has seen; the
+class vector of identity ``c`` carries the median top-1 score of the public outputs at ``c`` (a one-hot vector of
+1 would lie outside everything the decoder was trained on when the model is unsure of public faces).
 """
 
 from __future__ import annotations
@@ -39,20 +42,27 @@ class OutputDecoder(torch.nn.Module):
     :param top_m: score entries kept (probabilities only).
     """
 
+    typical_top1: torch.Tensor
+
     def __init__(self, output: str, output_dim: int, channels: int, image_size: tuple[int, int], top_m: int = 5) -> None:
         super().__init__()
         self.output, self.top_m = output, max(1, min(int(top_m), int(output_dim)))
         self.decoder = ConvDecoder(output_dim, channels, image_size)
+        #: median top-1 score of the public outputs (the height of a decoded class vector)
+        self.register_buffer("typical_top1", torch.tensor(1.0))
 
-    def prepare(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Truncate score vectors to their ``top_m`` entries; scale unit embeddings to unit variance per entry."""
-        if self.output == "probabilities":
-            top = outputs.topk(self.top_m, dim=1)
-            return torch.zeros_like(outputs).scatter(1, top.indices, top.values) * 10.0
-        return F.normalize(outputs, dim=1) * outputs.shape[1] ** 0.5
+    def prepare(self, outputs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Truncate score vectors to their ``keep`` (default ``top_m``) largest entries, per row; scale unit
+        embeddings to unit variance per entry."""
+        if self.output != "probabilities":
+            return F.normalize(outputs, dim=1) * outputs.shape[1] ** 0.5
+        values, indices = outputs.topk(self.top_m, dim=1)
+        if keep is not None:
+            values = values * (torch.arange(self.top_m, device=outputs.device).view(1, -1) < keep.view(-1, 1))
+        return torch.zeros_like(outputs).scatter(1, indices, values) * 10.0
 
-    def forward(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.prepare(outputs))
+    def forward(self, outputs: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decoder(self.prepare(outputs, keep))
 
 
 def train_output_decoder(
@@ -74,7 +84,7 @@ def train_output_decoder(
     :param public_images: ``(N, C, H, W)`` public faces in ``[0, 1]``.
     :param epochs: passes over the queried views (at least :data:`~fr_models.attacks._loop.MIN_UPDATES` updates).
     :param views_per_image: views of each public face submitted (the first is the face itself).
-    :param top_m: score entries kept (see :class:`OutputDecoder`).
+    :param top_m: most score entries kept (see :class:`OutputDecoder`).
     :param batch_size: views per update.
     :param lr: Adam learning rate (cosine decay).
     :param seed: seed of the views, the order and the initialisation.
@@ -93,13 +103,16 @@ def train_output_decoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = OutputDecoder(oracle.output, y.shape[1], x.shape[1], oracle.image_size, top_m).to(device)
+    if oracle.output == "probabilities":
+        model.typical_top1.fill_(float(y.max(1).values.median()))
     x, y = x.to(device), y.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_updates(len(x), batch_size, epochs, min_updates))
     model.train()
     for idx in minibatches(len(x), batch_size, epochs, gen, "black-box decoder", progress, min_updates):
         idx = idx.to(device)
-        loss = F.mse_loss(model(y[idx]), x[idx])
+        keep = torch.randint(1, model.top_m + 1, (len(idx),), generator=gen).to(device)
+        loss = F.mse_loss(model(y[idx], keep), x[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -112,13 +125,14 @@ def train_output_decoder(
 
 @torch.no_grad()
 def invert_class_vectors(decoder: OutputDecoder, classes: torch.Tensor | list[int], num_classes: int) -> InversionResult:
-    """Decode the one-hot score vector of each identity (``"probabilities"`` decoders only)."""
+    """Decode the class vector of each identity: its score alone, at the public outputs' median top-1 height
+    (``"probabilities"`` decoders only)."""
     if decoder.output != "probabilities":
         raise ValueError("class vectors are score vectors: this decoder inverts embeddings (use invert_mean_outputs)")
     t0 = time.perf_counter()
     cls = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
     dev = next(decoder.parameters()).device
-    images = decoder(F.one_hot(cls, num_classes).float().to(dev)).cpu()
+    images = decoder(F.one_hot(cls, num_classes).float().to(dev) * decoder.typical_top1).cpu()
     return InversionResult(images, cls, torch.full((len(cls),), float("nan")), time.perf_counter() - t0,
                            {"decoded": "class vector", "output": decoder.output})
 

@@ -11,8 +11,10 @@ the scores back through the head, backbone, channel mask and block DCT to the im
 
 Both make the objective robust, as the strongest attacks do (PPA, Struppek et al. 2022): the score is averaged
 over random views of the image (:func:`~fr_models.attacks.augment.random_augment`), each identity is attacked
-from several random starts, and the start whose final image the target is most sure of under fresh random views
-is kept.
+from several starts, and the start whose final image the target is most sure of under fresh random views is
+kept. With a prior and ``public_images``, the starts are PPA's initial selection: the latents of the public faces
+the target already scores highest for the identity (the attacker's own faces, encoded by the prior), instead of
+random latents.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def invert(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = False,
+    public_images: torch.Tensor | None = None,
 ) -> InversionResult:
     """Invert the target for each identity in ``classes``.
 
@@ -96,6 +99,8 @@ def invert(
     :param batch_size: images optimised together (identities x restarts are cut into such batches).
     :param seed: seed of the starts and the views.
     :param progress: show a progress bar over batches.
+    :param public_images: ``(P, C, H, W)`` the attacker's public faces; with a prior, each identity's starts are
+        the encodings of the ``restarts`` public faces the target scores highest for it (``None``: random starts).
     """
     t0 = time.perf_counter()
     cls = torch.as_tensor(classes, dtype=torch.long).reshape(-1).cpu()
@@ -117,12 +122,17 @@ def invert(
         return prior.decode(param) if prior is not None else torch.sigmoid(param)
 
     todo = cls.repeat_interleave(restarts)  # identity of each start
+    starts = None
+    if prior is not None and public_images is not None:
+        starts = _public_starts(target, prior, public_images, cls, restarts, batch_size)
     images, conf = [], []
     n_batches = (len(todo) + batch_size - 1) // batch_size
     for b in tqdm(range(n_batches), desc=f"white-box ({'prior' if prior is not None else 'no prior'})",
                   disable=not progress):
         y = todo[b * batch_size : (b + 1) * batch_size].to(dev)
-        if prior is not None:
+        if starts is not None:
+            param = starts[b * batch_size : (b + 1) * batch_size].clone().to(dev)
+        elif prior is not None:
             param = torch.randn(len(y), prior.latent_dim, generator=gen).to(dev)
         else:
             param = (0.1 * torch.randn(len(y), c, h, w, generator=gen)).to(dev)
@@ -152,5 +162,21 @@ def invert(
         final_conf = torch.softmax(target(kept.to(dev)), 1).gather(1, cls.to(dev).view(-1, 1)).squeeze(1).cpu()
     return InversionResult(kept, cls, final_conf, time.perf_counter() - t0, {
         "prior": type(prior).__name__ if prior is not None else None, "restarts": restarts, "steps": steps,
-        "views": views, "loss": loss, "lr": step_size,
+        "views": views, "loss": loss, "lr": step_size, "starts": "public faces" if starts is not None else "random",
     })
+
+
+@torch.no_grad()
+def _public_starts(target: TargetModel, prior: ImagePrior, public: torch.Tensor, classes: torch.Tensor,
+                   restarts: int, batch_size: int) -> torch.Tensor:
+    """``(len(classes) * restarts, latent_dim)``: per identity, the prior's latents of the ``restarts`` public faces
+    with the highest target score for it (mirror images included, so 2P candidates)."""
+    dev = next(target.parameters()).device
+    cand = torch.cat([public, public.flip(-1)])
+    if len(cand) < restarts:
+        raise ValueError(f"{len(public)} public faces give {len(cand)} starts, fewer than restarts={restarts}")
+    logp = torch.cat([torch.log_softmax(target(cand[i : i + batch_size].to(dev)), 1).cpu()
+                      for i in range(0, len(cand), batch_size)])
+    pick = logp[:, classes].topk(restarts, dim=0).indices.T.reshape(-1)  # (classes * restarts,)
+    latents = torch.cat([prior.encode(cand[i : i + batch_size].to(dev)).cpu() for i in range(0, len(cand), batch_size)])
+    return latents[pick]
