@@ -11,7 +11,8 @@ With ``--public-fraction`` the identities are split first (identity-disjoint, se
 private identities only, and ``split.npz`` records both sides (``private_idx``, ``public_idx``, indices into the
 data set), which is what ``examples/evaluate_privacy.py`` needs to attack the model.
 
-Defences: none (pixels, no masking, no mixing); mask (frequency masking, no mixing); fixed (masking + k-way
+Defences: none (pixels, no masking, no mixing); dct (the block DCT with every channel kept: the undefended
+frequency-domain model); mask (frequency masking, no mixing); fixed (masking + k-way
 mixing with a fixed k); random (k drawn per sample from --k-values); policy (a saved mixing agent chooses k,
 through the env). Metrics: closed-set identification top-1/top-5 on held-out images of the training identities,
 time per training epoch, and for LFW the 10-fold verification on the official pairs, reported for all pairs and
@@ -35,7 +36,7 @@ from fr_models.training import fit
 from mixup_env import ChannelMask, FrequencyMasking, mix_batch
 from mixup_env.transform import input_metadata
 
-DEFENCES = ("none", "mask", "fixed", "random", "policy")
+DEFENCES = ("none", "dct", "mask", "fixed", "random", "policy")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
         faces = data.subset(split["private_idx"])
     train_idx, test_idx = split_per_identity(faces.labels, args.test_fraction, args.seed)
     labels = torch.from_numpy(faces.labels).to(args.device)
-    masking = FrequencyMasking(ChannelMask(planes=faces.planes)).to(args.device)
+    dropped = () if args.defence == "dct" else None  # dct: every channel kept (frequency domain, undefended)
+    masking = FrequencyMasking(ChannelMask(dropped, planes=faces.planes)).to(args.device)
 
     def prepare(images: np.ndarray) -> torch.Tensor:
         out = []

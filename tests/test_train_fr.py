@@ -49,7 +49,7 @@ def run(args, tmp_path, name):
     return json.loads((out / "metrics.json").read_text()), out
 
 
-@pytest.mark.parametrize("defence,extra", [("none", []), ("mask", ["--hflip"]), ("fixed", ["--k", "4"]),
+@pytest.mark.parametrize("defence,extra", [("none", []), ("dct", []), ("mask", ["--hflip"]), ("fixed", ["--k", "4"]),
                                            ("random", ["--backbone", "unblock"])])
 def test_train_fr_defences(tmp_path, defence, extra):
     m, out = run(["--defence", defence, *extra], tmp_path, defence)
@@ -58,7 +58,10 @@ def test_train_fr_defences(tmp_path, defence, extra):
     assert m["seconds_per_epoch"] > 0 and m["train_images"] + m["test_images"] == 400
     split = np.load(out / "split.npz")
     assert len(np.intersect1d(split["train_idx"], split["test_idx"])) == 0
-    assert FRTrainer.load(out / "fr_model.pt").config.backbone == m["backbone"]
+    model = FRTrainer.load(out / "fr_model.pt")
+    assert model.config.backbone == m["backbone"]
+    kept = {"none": 1, "dct": 64}.get(defence, 54)  # pixels; all 64 DCT channels; the default mask drops 10
+    assert model.config.in_channels == kept and model.metadata["defence"] == defence
 
 
 def test_train_fr_with_a_saved_policy(tmp_path):

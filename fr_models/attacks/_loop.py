@@ -1,10 +1,14 @@
-"""The training schedule shared by the attack networks (evaluator, VAE prior, black-box decoder, unmixer)."""
+"""What the attack networks (evaluator, VAE prior, black-box decoder, unmixer) share: the training schedule, the
+update step, freezing, and loading their tagged checkpoints."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 #: Fewest updates any of them gets: AT&T gives an attacker 120 public faces, i.e. 2 batches per epoch, and a
@@ -35,3 +39,34 @@ def minibatches(
                 yield order[i : i + bs]
                 done += 1
                 bar.update(1)
+
+
+def update(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, loss: torch.Tensor) -> None:
+    """One optimiser update on ``loss`` and one scheduler step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode, no gradients for the parameters: a trained attack network is a fixed function."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def load_tagged(path: str | os.PathLike[str], kind: str, what: str, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` of a checkpoint saved as a dict with ``"kind": kind``.
+
+    :param what: how to name the expected file in errors (e.g. ``"evaluator checkpoint"``).
+    :raises ValueError: the file is unreadable or of another kind.
+    """
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{str(path)!r} is not a readable {what} ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        raise ValueError(f"{str(path)!r} is not a {what} (its 'kind' is not {kind!r})")
+    return state

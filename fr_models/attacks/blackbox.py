@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fr_models.attacks._loop import MIN_UPDATES, minibatches, total_updates
+from fr_models.attacks._loop import MIN_UPDATES, freeze, minibatches, total_updates, update
 from fr_models.attacks.augment import random_augment
 from fr_models.attacks.priors import ConvDecoder
 from fr_models.attacks.target import BlackBoxOracle
@@ -112,15 +112,8 @@ def train_output_decoder(
     for idx in minibatches(len(x), batch_size, epochs, gen, "black-box decoder", progress, min_updates):
         idx = idx.to(device)
         keep = torch.randint(1, model.top_m + 1, (len(idx),), generator=gen).to(device)
-        loss = F.mse_loss(model(y[idx], keep), x[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+        update(opt, sched, F.mse_loss(model(y[idx], keep), x[idx]))
+    return freeze(model)  # type: ignore[return-value]
 
 
 @torch.no_grad()

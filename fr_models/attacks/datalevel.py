@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fr_models.attacks._loop import MIN_UPDATES, minibatches, total_updates
+from fr_models.attacks._loop import MIN_UPDATES, freeze, minibatches, total_updates, update
 from fr_models.attacks.augment import random_augment
 from fr_models.attacks.whitebox import InversionResult
 
@@ -141,15 +141,8 @@ def train_unmixer(
         with torch.no_grad():
             mixed, partners, weights = mix(transform(faces), gen)
             dominant = faces[partners.gather(1, weights.argmax(1, keepdim=True)).squeeze(1)]
-        loss = F.mse_loss(net(mixed), dominant)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
+        update(opt, sched, F.mse_loss(net(mixed), dominant))
+    return freeze(net)  # type: ignore[return-value]
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fr_models.attacks._loop import MIN_UPDATES, total_updates
+from fr_models.attacks._loop import MIN_UPDATES, load_tagged, total_updates, update
 from fr_models.attacks.augment import random_augment
 from fr_models.attacks.metrics import psnr, ssim
 from fr_models.trainer import atomic_torch_save
@@ -135,12 +135,7 @@ class EvaluationClassifier:
 
         :raises ValueError: the file is not an evaluator checkpoint.
         """
-        try:
-            state = torch.load(path, map_location=device, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise ValueError(f"{str(path)!r} is not a readable evaluator checkpoint ({type(e).__name__}: {e})") from e
-        if not isinstance(state, dict) or state.get("kind") != "evaluation_classifier":
-            raise ValueError(f"{str(path)!r} is not an evaluator checkpoint (written by EvaluationClassifier.save)")
+        state = load_tagged(path, "evaluation_classifier", "evaluator checkpoint (EvaluationClassifier.save)", device)
         net = EvaluatorNet(state["in_channels"], state["num_classes"], tuple(state["widths"]), state["feature_dim"])
         net.load_state_dict(state["state"])
         return cls(net.to(device).eval(), tuple(state["image_size"]), list(state["class_names"]),  # type: ignore[arg-type]
@@ -206,11 +201,7 @@ def train_evaluator(
     for _ in tqdm(range(updates), desc="evaluator", unit="update", disable=not progress):
         idx = torch.multinomial(weights, batch_size, replacement=True, generator=gen).to(device)
         views = random_augment(x[idx], gen if x.device.type == "cpu" else None)
-        loss = F.cross_entropy(net(views), y[idx], label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        update(opt, sched, F.cross_entropy(net(views), y[idx], label_smoothing=0.1))
     net.eval()
     names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
     ev = EvaluationClassifier(net, (int(images.shape[2]), int(images.shape[3])), names)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fr_models.attacks._loop import MIN_UPDATES, minibatches, total_updates
+from fr_models.attacks._loop import MIN_UPDATES, freeze, load_tagged, minibatches, total_updates, update
 from fr_models.attacks.augment import random_augment
 from fr_models.trainer import atomic_torch_save
 
@@ -100,11 +100,6 @@ class ImagePrior(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.decode(z)
 
-    def _freeze(self) -> None:
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
-
 
 class EigenfacePrior(ImagePrior):
     """A PCA (eigenface) basis: ``image = mean + sum_j z_j * s_j * e_j``, with ``s_j`` the spread of component ``j``
@@ -124,7 +119,7 @@ class EigenfacePrior(ImagePrior):
         self.shape = tuple(int(s) for s in shape)
         self.latent_dim = int(basis.shape[1])
         self.image_size = (self.shape[1], self.shape[2])
-        self._freeze()
+        freeze(self)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         flat = self.mean + (z * self.scale) @ self.basis.T
@@ -162,7 +157,7 @@ class VAEPrior(ImagePrior):
         self.encoder, self.decoder = encoder, decoder
         self.latent_dim = decoder.in_dim
         self.image_size = decoder.image_size
-        self._freeze()
+        freeze(self)
 
     def train(self, mode: bool = True) -> VAEPrior:
         """Stays in eval mode once trained (batch-norm statistics are part of the prior)."""
@@ -190,12 +185,7 @@ class VAEPrior(ImagePrior):
 
         :raises ValueError: the file is not a VAE prior checkpoint.
         """
-        try:
-            state = torch.load(path, map_location=device, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-            raise ValueError(f"{str(path)!r} is not a readable VAE prior ({type(e).__name__}: {e})") from e
-        if not isinstance(state, dict) or state.get("kind") != "vae_prior":
-            raise ValueError(f"{str(path)!r} is not a VAE prior checkpoint (written by VAEPrior.save)")
+        state = load_tagged(path, "vae_prior", "VAE prior checkpoint (VAEPrior.save)", device)
         size = tuple(state["image_size"])
         prior = cls(ConvEncoder(state["channels"], size, 2 * state["latent_dim"]),  # type: ignore[arg-type]
                     ConvDecoder(state["latent_dim"], state["channels"], size))  # type: ignore[arg-type]
@@ -253,9 +243,5 @@ def fit_vae(
         z = mu + torch.randn(mu.shape, generator=gen).to(device) * (0.5 * logvar).exp()
         rec = dec(z)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-        loss = (F.mse_loss(rec, batch, reduction="none").flatten(1).sum(1) + beta * kl).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        update(opt, sched, (F.mse_loss(rec, batch, reduction="none").flatten(1).sum(1) + beta * kl).mean())
     return VAEPrior(enc, dec)

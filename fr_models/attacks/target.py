@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fr_models.attacks._loop import freeze
 from fr_models.heads import ClassifierHead
 from fr_models.trainer import FRTrainer
 
@@ -62,9 +63,7 @@ class TargetModel(nn.Module):
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.class_names = list(class_names)
         self.metadata = dict(metadata or {})
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
+        freeze(self)
 
     def train(self, mode: bool = True) -> TargetModel:
         """Stays in eval mode: an attack must not move the batch-norm statistics of the model it attacks."""
