@@ -68,8 +68,8 @@ class OutputDecoder(torch.nn.Module):
 def train_output_decoder(
     oracle: BlackBoxOracle,
     public_images: torch.Tensor,
-    epochs: int = 150,
-    views_per_image: int = 8,
+    epochs: int = 20,
+    views_per_image: int = 4,
     top_m: int = 5,
     batch_size: int = 64,
     lr: float = 2e-3,
