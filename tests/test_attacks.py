@@ -90,8 +90,12 @@ def test_invert_raises_confidence_and_keeps_the_best_restart(faces) -> None:
         assert torch.allclose(torch.softmax(target(res.images), 1)[torch.arange(3), classes], res.target_confidence)
     assert (res.target_confidence > start + 0.03).all()
     assert (res.target_confidence > 1 / 6).all()
+    margin = invert(target, classes, None, restarts=1, steps=25, views=1, loss="margin", seed=0)
+    assert (margin.target_confidence > start).all()  # PLG-MI's max-margin objective works as well
     with pytest.raises(ValueError, match="identities of the target"):
         invert(target, [6], None, steps=1)
+    with pytest.raises(ValueError, match="accepted 'ce' or 'margin'"):
+        invert(target, [0], None, steps=1, loss="hinge")
 
 
 def test_invert_with_priors_stays_in_their_image_space(faces) -> None:
