@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    "them, there is nothing to recover"}
                 print(f"  {attack}: skipped (pixel-domain model)")
                 continue
-            transform = input_transform(meta).to(args.device)
+            transform = target.transform  # the white-box transform the model already carries
             mix = make_mix(ks)
             unmixer = train_unmixer(x_pub, transform, mix, epochs=args.unmix_epochs, seed=args.seed,
                                     device=args.device, progress=progress, min_updates=args.min_updates)
