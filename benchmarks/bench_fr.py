@@ -22,6 +22,24 @@ train_fr = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(train_fr)  # type: ignore[union-attr]
 
 
+def compare(datasets: list[str], epochs: list[int], image_size: int = 64,
+            backbones: tuple[str, ...] = ("pixel", "grid", "unblock"), seed: int = 0,
+            out: Path = Path("runs/bench_fr"), progress: bool = False) -> list[tuple[str, str, int, dict]]:
+    """Train each backbone on each data set with ``train_fr.py``'s code; return ``(data, backbone, epochs, metrics)``.
+
+    :param datasets: data set names or paths; ``epochs`` gives the epochs of each, in order (the last repeats).
+    """
+    rows = []
+    for data, n_epochs in zip(datasets, list(epochs) + [epochs[-1]] * len(datasets)):
+        for backbone in backbones:
+            defence = "none" if backbone == "pixel" else "mask"
+            m = train_fr.main(["--data", data, "--image-size", str(image_size), "--defence", defence,
+                               "--backbone", backbone, "--epochs", str(n_epochs), "--seed", str(seed),
+                               *([] if progress else ["--no-progress"]), "--out", str(out / f"{data}_{backbone}")])
+            rows.append((data, backbone, n_epochs, m))
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", nargs="+", default=["att_faces", "lfw"])
@@ -31,14 +49,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/bench_fr"))
     args = p.parse_args()
-    rows = []
-    for data, epochs in zip(args.datasets, args.epochs + [args.epochs[-1]] * len(args.datasets)):
-        for backbone in args.backbones:
-            defence = "none" if backbone == "pixel" else "mask"
-            m = train_fr.main(["--data", data, "--image-size", str(args.image_size), "--defence", defence,
-                               "--backbone", backbone, "--epochs", str(epochs), "--seed", str(args.seed),
-                               "--no-progress", "--out", str(args.out / f"{data}_{backbone}")])
-            rows.append((data, backbone, epochs, m))
+    rows = compare(args.datasets, args.epochs, args.image_size, tuple(args.backbones), args.seed, args.out)
     print(f"\n{'data':>10} {'model':>8} {'epochs':>6} {'top-1':>7} {'top-5':>7} {'s/epoch':>8} {'pixel/this':>10} "
           f"{'top-1 - pixel':>13} {'LFW verif. (all)':>18} {'(unseen ids)':>14}")
     for data, backbone, epochs, m in rows:

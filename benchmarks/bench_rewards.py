@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--floor", type=float, default=mixup_env.UtilityAware().floor)
     args = p.parse_args()
     env = gym.make("mixup_env/FrequencyMixup-v0", episode_steps=args.episode_steps, reward="utility_aware",
-                   reward_kwargs={"floor": args.floor})
+                   reward_kwargs={"floor": args.floor}, measure_all=True)
     base = env.unwrapped
     rewards = {}
     print(f"{'k':>3} {'mixed loss':>10} {'progress':>9} {'final acc':>9} {'utility_aware':>13}")

@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         "identification": identification_accuracy(logits, faces.labels[test_idx]),
         "chance_top1": 1.0 / faces.num_classes,
         "seconds_per_epoch": float(np.median(epoch_seconds)),
+        "epoch_seconds": [float(t) for t in epoch_seconds],
     }
     if Path(faces.source).name == "lfw.npz":
         metrics["verification"] = verify_lfw(trainer, faces, prepare, Path(faces.source).parent, progress)

@@ -139,7 +139,7 @@ def mix_batch(
     # Partners: a random order of the other samples (self excluded), the first k_max - 1 of them.
     scores = torch.rand((n, n), generator=generator, device=device)
     scores.fill_diagonal_(2.0)
-    others = scores.argsort(dim=1)[:, : k_max - 1]
+    others = scores.topk(k_max - 1, dim=1, largest=False).indices  # = argsort()[:, :k_max-1], without a full sort
     partners = torch.cat([torch.arange(n, device=device).unsqueeze(1), others], dim=1)
 
     active = torch.arange(k_max, device=device).unsqueeze(0) < kt.unsqueeze(1)  # (N, k_max)
@@ -147,8 +147,11 @@ def mix_batch(
     gam = sample_gamma(conc.contiguous(), generator) * active
     weights = (gam / gam.sum(1, keepdim=True)).to(inputs.dtype)
 
-    w_in = weights.reshape(n, k_max, *([1] * (inputs.ndim - 1)))
-    mixed = (w_in * inputs[partners]).sum(1)
+    # The mix as an (N, N) matrix: row i holds sample i's weights in its partners' columns (distinct, so each
+    # weight lands once). One matrix product then mixes the inputs and the labels; for the batch sizes used here
+    # it is several times faster than gathering the (N, k, ...) partner tensor.
     # k = 1 rows: the weight is exactly 1 on the sample itself and 0 elsewhere, so mixed == inputs exactly.
-    soft = torch.einsum("nk,nkc->nc", weights, targets[partners])
+    matrix = torch.zeros(n, n, dtype=inputs.dtype, device=device).scatter_(1, partners, weights)
+    mixed = (matrix @ inputs.reshape(n, -1)).reshape(inputs.shape)
+    soft = matrix @ targets
     return MixResult(inputs=mixed, soft_labels=soft, partners=partners, weights=weights, k=kt)

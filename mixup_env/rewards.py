@@ -15,6 +15,11 @@ A registered function receives ``reward_kwargs`` as keyword arguments on every c
 instantiated once with ``reward_kwargs`` and then called with the record. A reward returns a number, or a
 mapping of named terms: then the reward is their sum and the env reports each term in ``info["reward_terms"]``
 (see :class:`WeightedSum`).
+
+Measuring ``clean_loss_after`` costs the env a forward pass per step, so it is measured only for rewards that
+use it. A reward says what it uses with ``requires`` (``@register_reward("name", requires=())`` for a function,
+a ``requires`` attribute for a class); a reward that says nothing gets every quantity, which is always safe.
+A quantity that was not measured is ``nan`` in the record and absent from ``info``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 __all__ = [
+    "ON_DEMAND",
     "RewardFn",
     "RewardValue",
     "StepRecord",
@@ -39,6 +45,7 @@ __all__ = [
     "make_reward",
     "record_terms",
     "register_reward",
+    "reward_requires",
 ]
 
 
@@ -48,7 +55,8 @@ class StepRecord:
 
     :ivar mixed_loss: mean FR loss on the mixed batch (before the update it caused).
     :ivar clean_loss: mean FR loss of the same model on the same batch unmixed (before the update).
-    :ivar clean_loss_after: mean FR loss on the same clean batch right after the update.
+    :ivar clean_loss_after: mean FR loss on the same clean batch right after the update (``nan`` when the reward
+        does not use it: see :func:`reward_requires`).
     :ivar accuracy: the last evaluated clean identification accuracy (held-out images), in ``[0, 1]``.
     :ivar evaluated: whether ``accuracy`` was measured at this step.
     :ivar k_mean: the mean number of images mixed per sample.
@@ -92,26 +100,60 @@ RewardValue = float | Mapping[str, float]
 RewardFn = Callable[[StepRecord], RewardValue]
 _F = TypeVar("_F", bound=Callable[..., Any])
 _REWARDS: dict[str, Callable[..., Any]] = {}
+#: Record quantities that cost the env extra work (a forward pass), measured only for rewards that use them.
+ON_DEMAND: frozenset[str] = frozenset({"clean_loss_after"})
+_DERIVED = {"learning_progress": frozenset({"clean_loss", "clean_loss_after"}), "k_fraction": frozenset({"k_mean"})}  # properties built on on-demand quantities
 
 
-def register_reward(name: str, *, overwrite: bool = False) -> Callable[[_F], _F]:
+def _check_requires(requires: Any, owner: str) -> frozenset[str]:
+    if isinstance(requires, str) or not all(isinstance(r, str) for r in requires):
+        raise TypeError(f"{owner}: requires must be a collection of quantity names, got {requires!r}")
+    bad = set(requires) - ON_DEMAND - {f.name for f in fields(StepRecord)} - set(_DERIVED)
+    if bad:
+        raise ValueError(f"{owner}: requires names unknown quantities {sorted(bad)}; accepted: StepRecord fields "
+                         f"and {', '.join(sorted(_DERIVED))}")
+    out = set(requires)
+    for name, deps in _DERIVED.items():
+        if name in out:
+            out |= deps
+    return frozenset(out)
+
+
+def register_reward(name: str, *, overwrite: bool = False, requires: Any = None) -> Callable[[_F], _F]:
     """Decorator registering a reward function ``f(record, **kwargs) -> float`` or class under ``name``.
 
     :param name: the name used in ``reward=...``.
     :param overwrite: allow replacing an existing entry (otherwise a clash raises ``ValueError``).
+    :param requires: the record quantities the reward reads, if you want the env to skip measuring the others
+        (of :data:`ON_DEMAND`); ``None`` (the default) = everything is measured.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"a reward name must be a non-empty string, got {name!r}")
+    needs = None if requires is None else _check_requires(requires, f"reward {name!r}")
 
     def deco(obj: _F) -> _F:
         if not callable(obj):
             raise TypeError(f"reward {name!r} must be a function or a class, got {type(obj).__name__}")
         if name in _REWARDS and not overwrite and _REWARDS[name] is not obj:
             raise ValueError(f"a reward named {name!r} is already registered; pass overwrite=True to replace it")
+        if needs is not None:
+            obj.requires = needs  # type: ignore[attr-defined]
         _REWARDS[name] = obj
         return obj
 
     return deco
+
+
+def reward_requires(reward: Callable[..., Any]) -> frozenset[str]:
+    """The on-demand quantities (of :data:`ON_DEMAND`) the env must measure for ``reward``.
+
+    Read from the reward's ``requires`` (through ``functools.partial``); a reward without one needs all of them.
+    """
+    obj = reward.func if isinstance(reward, functools.partial) else reward
+    requires = getattr(obj, "requires", None)
+    if requires is None:
+        return ON_DEMAND
+    return _check_requires(requires, f"reward {obj!r}") & ON_DEMAND
 
 
 def list_rewards() -> list[str]:
@@ -144,7 +186,7 @@ def make_reward(name: str, kwargs: Mapping[str, Any] | None = None) -> RewardFn:
     return functools.partial(obj, **kwargs) if kwargs else obj
 
 
-@register_reward("fr_loss")
+@register_reward("fr_loss", requires=("mixed_loss",))
 def fr_loss(record: StepRecord) -> float:
     """The paper's reward (Wang et al., 2024): the FR loss on the mixed batch. High loss = hard to learn
     from = more privacy; the FR network minimises the same loss, so the two are adversaries."""
@@ -188,6 +230,11 @@ class WeightedSum:
                     f"or registered rewards {', '.join(r for r in list_rewards() if r != 'weighted_sum')}"
                 )
             self.terms[name] = float(weight)
+        needs: set[str] = set()
+        for name in self.terms:
+            needs |= reward_requires(self._rewards[name]) if name in self._rewards else _check_requires([name], "term")
+        #: what the env must measure for these terms
+        self.requires = frozenset(needs)
 
     def _value(self, name: str, record: StepRecord) -> float:
         if name in self._rewards:
@@ -241,6 +288,7 @@ class UtilityAware:
         if not (cost >= 0 and penalty >= 0):
             raise ValueError(f"cost={cost} and penalty={penalty} must be >= 0")
         self.floor, self.cost, self.penalty = float(floor), float(cost), float(penalty)
+        self.requires = frozenset({"mixed_loss", "clean_loss", "num_classes"})
 
     def __call__(self, record: StepRecord) -> dict[str, float]:
         scale = math.log(record.num_classes)

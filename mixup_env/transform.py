@@ -79,18 +79,25 @@ def _check_images(x: torch.Tensor) -> None:
         )
 
 
+def _block_transform(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Each 8x8 block of each plane, flattened, times ``basis.T`` (``(K, 64)``: K coefficients per block),
+    gathered into channels: ``(N, C, H, W)`` -> ``(N, K*C, H/8, W/8)``, channel ``K*c + j`` = coefficient j of plane c.
+    """
+    _check_images(x)
+    n, c, h, w = x.shape
+    hb, wb = h // BLOCK, w // BLOCK
+    blocks = x.reshape(n, c, hb, BLOCK, wb, BLOCK).permute(0, 1, 2, 4, 3, 5).reshape(n, c, hb, wb, CHANNELS_PER_PLANE)
+    coeffs = blocks @ basis.T
+    return coeffs.permute(0, 1, 4, 2, 3).reshape(n, c * basis.shape[0], hb, wb)
+
+
 def block_dct(x: torch.Tensor) -> torch.Tensor:
     """8x8 block DCT-II (orthonormal) with same-frequency coefficients gathered into channels.
 
     :param x: images ``(N, C, H, W)``, floating point, ``H`` and ``W`` multiples of 8.
     :return: ``(N, 64*C, H/8, W/8)``; channel ``64*c + 8*u + v`` is frequency ``(u, v)`` of plane ``c``.
     """
-    _check_images(x)
-    n, c, h, w = x.shape
-    hb, wb = h // BLOCK, w // BLOCK
-    blocks = x.reshape(n, c, hb, BLOCK, wb, BLOCK).permute(0, 1, 2, 4, 3, 5).reshape(n, c, hb, wb, CHANNELS_PER_PLANE)
-    coeffs = blocks @ _kron_basis(x.dtype, x.device).T
-    return coeffs.permute(0, 1, 4, 2, 3).reshape(n, c * CHANNELS_PER_PLANE, hb, wb)
+    return _block_transform(x, _kron_basis(x.dtype, x.device))
 
 
 def block_idct(y: torch.Tensor) -> torch.Tensor:
@@ -179,11 +186,17 @@ class FrequencyMasking(nn.Module):
     """
 
     kept_index: torch.Tensor
+    basis: torch.Tensor
+    basis_rows: torch.Tensor
 
     def __init__(self, mask: ChannelMask | None = None) -> None:
         super().__init__()
         self.mask = mask if mask is not None else ChannelMask()
         self.register_buffer("kept_index", torch.tensor(self.mask.kept, dtype=torch.long), persistent=False)
+        # Only the kept rows of the DCT basis: the dropped coefficients are never computed.
+        rows = torch.tensor([i for i in range(CHANNELS_PER_PLANE) if i not in self.mask.dropped], dtype=torch.long)
+        self.register_buffer("basis_rows", rows, persistent=False)
+        self.register_buffer("basis", _kron_basis(torch.float32, torch.device("cpu"))[rows], persistent=False)
 
     @property
     def out_channels(self) -> int:
@@ -196,7 +209,10 @@ class FrequencyMasking(nn.Module):
         _check_images(images)
         if images.shape[1] != self.mask.planes:
             raise ValueError(f"images have {images.shape[1]} colour planes, the mask expects {self.mask.planes}")
-        return block_dct(images).index_select(1, self.kept_index)
+        basis = self.basis
+        if basis.dtype != images.dtype:  # e.g. float64 images: a basis of their precision
+            basis = _kron_basis(images.dtype, images.device).index_select(0, self.basis_rows)
+        return _block_transform(images, basis)
 
     def hflip(self, masked: torch.Tensor) -> torch.Tensor:
         """Horizontal flip of masked channels, exact (see :func:`block_hflip`)."""

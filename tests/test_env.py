@@ -1,3 +1,5 @@
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -181,7 +183,25 @@ def test_utility_aware_reward_reports_terms(tiny_env_kwargs):
     _, r, _, _, info = env.step(0)
     assert set(info["reward_terms"]) == {"mixing_cost", "privacy_shortfall"}
     assert r == pytest.approx(sum(info["reward_terms"].values()))
-    assert info["clean_loss_after"] >= 0
+    assert "clean_loss_after" not in info  # utility_aware does not read it, so it is not measured
+
+
+def test_clean_loss_after_is_measured_on_demand_and_changes_nothing_else(tiny_env_kwargs):
+    def run(**kw):
+        env = FrequencyMixupEnv(**tiny_env_kwargs, **kw)
+        obs, _ = env.reset(seed=3)
+        out = [(obs, 0.0, math.nan)]
+        for a in [0, 4, 2, 1]:
+            obs, r, _, _, info = env.step(a)
+            out.append((obs, r, info.get("clean_loss_after", math.nan)))
+        return out
+
+    lazy, eager = run(), run(measure_all=True)
+    progress = run(reward="weighted_sum", reward_kwargs={"terms": {"learning_progress": 1.0}})
+    for (o1, r1, a1), (o2, r2, a2), (_, _, a3) in zip(lazy[1:], eager[1:], progress[1:]):
+        np.testing.assert_allclose(o1, o2, atol=1e-5)  # same trajectory (one forward of N vs 2N: rounding only)
+        assert r1 == pytest.approx(r2, abs=1e-6)
+        assert math.isnan(a1) and a2 > 0 and a3 == pytest.approx(a2, abs=1e-5)
 
 
 def test_unknown_action_mode_is_rejected(tiny_env_kwargs):

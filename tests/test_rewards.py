@@ -13,6 +13,7 @@ from mixup_env.rewards import (
     make_reward,
     record_terms,
     register_reward,
+    reward_requires,
 )
 
 RECORD = StepRecord(mixed_loss=2.5, clean_loss=1.0, clean_loss_after=0.8, accuracy=0.4, evaluated=True, k_mean=4.0,
@@ -124,3 +125,34 @@ def test_reward_kwargs_not_taken_raise_clearly():
         make_reward("utility_aware", {"weight": 2})
     with pytest.raises(TypeError, match=r"reward 'fr_loss' does not accept reward_kwargs"):
         make_reward("fr_loss", {"scale": 2})
+
+
+def test_rewards_declare_what_the_env_must_measure(clean_registry):
+    # built-in rewards: only weighted terms that read the loss after the update need it measured
+    assert reward_requires(make_reward("fr_loss")) == frozenset()
+    assert reward_requires(make_reward("utility_aware")) == frozenset()
+    assert reward_requires(make_reward("weighted_sum", {"terms": {"mixed_loss": 1.0}})) == frozenset()
+    assert reward_requires(make_reward("weighted_sum", {"terms": {"learning_progress": 1.0}})) == {"clean_loss_after"}
+    assert reward_requires(make_reward("weighted_sum", {"terms": {"clean_loss_after": -1.0}})) == {"clean_loss_after"}
+
+    @register_reward("undeclared")
+    def undeclared(record):
+        return record.clean_loss_after
+
+    @register_reward("declared", requires=("mixed_loss",))
+    def declared(record, w=1.0):
+        return w * record.mixed_loss
+
+    assert reward_requires(make_reward("undeclared")) == {"clean_loss_after"}  # silent = measure everything
+    assert reward_requires(make_reward("declared", {"w": 2.0})) == frozenset()  # through functools.partial
+    # a weighted sum over another reward inherits what that reward needs
+    assert reward_requires(make_reward("weighted_sum", {"terms": {"undeclared": 1.0}})) == {"clean_loss_after"}
+
+
+@pytest.mark.parametrize("requires, error, match", [
+    (("mixed_loss", "bogus"), ValueError, r"unknown quantities \['bogus'\]"),
+    ("mixed_loss", TypeError, "a collection of quantity names"),
+])
+def test_register_reward_refuses_bad_requires(clean_registry, requires, error, match):
+    with pytest.raises(error, match=match):
+        register_reward("bad", requires=requires)

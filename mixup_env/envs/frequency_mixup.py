@@ -16,7 +16,7 @@ from gymnasium import spaces
 from fr_models.data import FaceData, images_to_tensor, load_faces, split_per_identity
 from fr_models.trainer import FRConfig, FRTrainer
 from mixup_env.mixing import mix_batch
-from mixup_env.rewards import StepRecord, make_reward
+from mixup_env.rewards import ON_DEMAND, StepRecord, make_reward, reward_requires
 from mixup_env.transform import ChannelMask, FrequencyMasking, input_metadata
 
 __all__ = ["ACTION_MODES", "GLOBAL_FEATURES", "SAMPLE_FEATURES", "FrequencyMixupEnv", "split_observation"]
@@ -108,7 +108,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     minimises the excess loss of mixing under a privacy floor on the mixed loss; ``weighted_sum`` composes
     named terms. ``info`` carries every
     number a reward may use: ``mixed_loss``, ``clean_loss`` and ``clean_loss_after`` (same batch unmixed,
-    before and after the update), ``accuracy``, ``evaluated``, ``k`` (mean), ``k_per_sample``, ``alpha`` (mean),
+    before and after the update; ``clean_loss_after`` costs a forward pass and is measured, and present, only
+    when the reward uses it or ``measure_all=True``), ``accuracy``, ``evaluated``, ``k`` (mean), ``k_per_sample``, ``alpha`` (mean),
     ``mixed_loss_per_sample``, ``step``, ``skipped_updates``, and ``reward_terms`` for rewards made of terms.
 
     ## Starting State
@@ -141,6 +142,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     * ``dirichlet_alpha``: concentration of the mixing weights (when the action does not set it).
     * ``hflip``: mirror each training face left-right with probability 1/2 (done exactly in the DCT domain).
     * ``reward``, ``reward_kwargs``: a registered reward and its options.
+    * ``measure_all``: measure every quantity of ``info`` at every step, also those the reward does not use.
     * ``head`` (``"softmax"``/``"arcface"``), ``head_kwargs``, ``backbone`` (``"grid"``/``"unblock"``),
       ``embedding_dim``, ``widths``, ``lr``: the FR model (see :mod:`fr_models`).
     * ``test_fraction``, ``split_seed``: the held-out images per identity used for accuracy.
@@ -181,6 +183,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         hflip: bool = False,
         reward: str = "fr_loss",
         reward_kwargs: Mapping[str, Any] | None = None,
+        measure_all: bool = False,
         head: str = "softmax",
         head_kwargs: Mapping[str, float] | None = None,
         backbone: str = "grid",
@@ -216,6 +219,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.device = torch.device(device)
         self.reward_name = reward
         self.reward_fn = make_reward(reward, reward_kwargs)
+        #: the on-demand quantities measured at every step (see :func:`mixup_env.rewards.reward_requires`)
+        self.measured = ON_DEMAND if measure_all else reward_requires(self.reward_fn)
 
         faces = load_faces(data)
         self.data_source = faces.source
@@ -326,12 +331,16 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         mixed_losses = self.trainer.train_step(mix.inputs, mix.soft_labels)
         mixed_loss = float(mixed_losses.mean())
         clean_loss = float(self._batch_stats["loss"].mean())
-        # One forward pass serves both: this batch after the update, and the upcoming batch's features.
         self._draw_batch()
-        stats = self.trainer.sample_stats(torch.cat([x, self._batch[0]]), torch.cat([y, self._batch[1]]))
-        n = len(y)
-        clean_loss_after = float(stats["loss"][:n].mean())
-        self._batch_stats = {name: v[n:] for name, v in stats.items()}
+        if "clean_loss_after" in self.measured:
+            # One forward pass serves both: this batch after the update, and the upcoming batch's features.
+            stats = self.trainer.sample_stats(torch.cat([x, self._batch[0]]), torch.cat([y, self._batch[1]]))
+            n = len(y)
+            clean_loss_after = float(stats["loss"][:n].mean())
+            self._batch_stats = {name: v[n:] for name, v in stats.items()}
+        else:
+            self._batch_stats = self.trainer.sample_stats(*self._batch)
+            clean_loss_after = math.nan
         self._step += 1
         truncated = self._step >= self.episode_steps
         evaluated = truncated or self._step % self.eval_every == 0
@@ -356,7 +365,6 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         info: dict[str, Any] = {
             "mixed_loss": mixed_loss,
             "clean_loss": clean_loss,
-            "clean_loss_after": clean_loss_after,
             "accuracy": self._accuracy,
             "evaluated": evaluated,
             "k": k_mean,
@@ -366,6 +374,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "step": self._step,
             "skipped_updates": self.trainer.skipped_updates,
         }
+        if "clean_loss_after" in self.measured:
+            info["clean_loss_after"] = clean_loss_after
         out = self.reward_fn(record)
         if isinstance(out, Mapping):
             info["reward_terms"] = {name: float(v) for name, v in out.items()}
