@@ -126,9 +126,9 @@ def bare_update_fn(env: FrequencyMixupEnv, x: torch.Tensor, y: torch.Tensor) -> 
     trainer = env.trainer
     assert trainer is not None
     backbone, head = copy.deepcopy(trainer.backbone).train(), copy.deepcopy(trainer.head).train()
-    cfg = env.fr_config
-    opt = torch.optim.AdamW(list(backbone.parameters()) + list(head.parameters()), lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    d = trainer.optimizer.defaults  # the trainer's own settings (lr, weight decay, fused on a GPU)
+    opt = torch.optim.AdamW(list(backbone.parameters()) + list(head.parameters()), lr=d["lr"],
+                            weight_decay=d["weight_decay"], fused=d.get("fused"))
 
     def update() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
@@ -148,7 +148,7 @@ def env_overhead(device: torch.device, reps: int, steps: int, warmup: int = 10) 
         env.reset(seed=0)
         env.action_space.seed(0)
         x, y = env._batch
-        mixed = mix_batch(x, y, 4, env.num_classes, 1.0, torch.Generator(device=device).manual_seed(0))
+        mixed = mix_batch(x, y, 4, env.num_classes, 1.0, torch.Generator().manual_seed(0))
         bare = bare_update_fn(env, mixed.inputs, mixed.soft_labels)
         actions = [env.action_space.sample() for _ in range(warmup + reps * steps)]
         for a in actions[:warmup]:
@@ -176,7 +176,7 @@ def step_parts(device: torch.device, steps: int) -> dict[str, float]:
     env.reset(seed=0)
     trainer = env.trainer
     assert trainer is not None
-    gen = torch.Generator(device=device).manual_seed(0)
+    gen = torch.Generator().manual_seed(0)  # as the env's: the mixing draws are made on the CPU
     parts: dict[str, list[float]] = {k: [] for k in ("env step", "decode action", "mixing (k=6)", "FR update",
                                                      "clean forward of the next batch (N)", "observation",
                                                      "draw batch", "accuracy eval / eval_every",
@@ -221,7 +221,7 @@ def fr_efficiency(device: torch.device, reps: int, steps: int, peak: dict[str, A
         env = FrequencyMixupEnv(**env_config(device, batch_size=batch))
         env.reset(seed=0)
         x, y = env._batch
-        mixed = mix_batch(x, y, 4, env.num_classes, 1.0, torch.Generator(device=device).manual_seed(0))
+        mixed = mix_batch(x, y, 4, env.num_classes, 1.0, torch.Generator().manual_seed(0))
         update = bare_update_fn(env, mixed.inputs, mixed.soft_labels)
         with FlopCounterMode(display=False) as counter:
             update()
@@ -537,7 +537,8 @@ def report(r: dict[str, Any]) -> str:
               f"{verdict(abs(s['growth']) <= tgt['memory_growth'])}.", ""]
     am = mem.get("attacks")
     if am is None:
-        lines.append("Attacks: not measured in the quick run (`python benchmarks/run.py` measures them).")
+        lines.append("Attacks: not measured in this run (`python benchmarks/run.py` without `--quick` or `--skip "
+                     "attacks` measures them).")
     else:
         lines += [f"Peak RSS of each attack, each in its own process that also trains its evaluator, against a "
                   f"masked-frequency model of {am['data']} at 64x64 (iterations cut, batch and model sizes at their "

@@ -113,13 +113,15 @@ def mix_batch(
     :param num_classes: number of classes of the soft labels.
     :param alpha: Dirichlet concentration (scalar, or ``(N,)`` per sample); 1 = uniform on the simplex,
         large = nearly equal weights, small = one image dominates.
-    :param generator: source of randomness (partners and weights).
-    :return: a :class:`MixResult`.
+    :param generator: source of randomness (partners and weights). The draws are made on its device and the
+        mix is applied on the inputs' device, so a CPU generator gives the same mix of GPU inputs as of CPU ones
+        (and spares the GPU the sampler's many small steps).
+    :return: a :class:`MixResult` (``partners``, ``weights`` and ``k`` on the generator's device).
     """
     n = inputs.shape[0]
     if labels.shape[0] != n:
         raise ValueError(f"inputs have {n} samples but labels have {labels.shape[0]}")
-    device = inputs.device
+    device = generator.device if generator is not None else inputs.device  # where the random draws are made
     kt = _as_k(k, n, device)
     if n == 0:
         raise ValueError("cannot mix an empty batch")
@@ -151,7 +153,7 @@ def mix_batch(
     # weight lands once). One matrix product then mixes the inputs and the labels; for the batch sizes used here
     # it is several times faster than gathering the (N, k, ...) partner tensor.
     # k = 1 rows: the weight is exactly 1 on the sample itself and 0 elsewhere, so mixed == inputs exactly.
-    matrix = torch.zeros(n, n, dtype=inputs.dtype, device=device).scatter_(1, partners, weights)
+    matrix = torch.zeros(n, n, dtype=inputs.dtype, device=device).scatter_(1, partners, weights).to(inputs.device)
     mixed = (matrix @ inputs.reshape(n, -1)).reshape(inputs.shape)
     soft = matrix @ targets
     return MixResult(inputs=mixed, soft_labels=soft, partners=partners, weights=weights, k=kt)

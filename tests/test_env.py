@@ -282,3 +282,21 @@ def test_hflip_augmentation_mirrors_about_half_the_batch(tiny_env_kwargs):
     assert bool((as_is | flipped).all())
     assert 16 <= int(flipped.sum()) <= 48
     gym_check_env(FrequencyMixupEnv(hflip=True, **tiny_env_kwargs), skip_render_check=True, skip_close_check=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["batch_discrete", "sample_continuous"])
+def test_env_on_cuda_follows_the_cpu_trajectory(tiny_env_kwargs, mode):
+    # the mixing draws are made on the CPU on both devices, so the same seed and actions give the same mixes
+    def run(device):
+        env = FrequencyMixupEnv(**tiny_env_kwargs, action_mode=mode, device=device)
+        env.action_space.seed(0)
+        obs, _ = env.reset(seed=1)
+        out = [obs]
+        for _ in range(3):
+            obs, r, _, _, info = env.step(env.action_space.sample())
+            out += [obs, np.array([r]), info["k_per_sample"]]
+        return out
+
+    for a, b in zip(run("cpu"), run("cuda")):
+        np.testing.assert_allclose(a, b, atol=1e-3)

@@ -307,7 +307,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         seeds = self.np_random.integers(0, 2**63 - 1, size=2)
-        self._generator = torch.Generator(device=self.device).manual_seed(int(seeds[0]))
+        # the mixing draws are made on the CPU whatever the device: the same seed mixes alike on CPU and GPU
+        self._generator = torch.Generator().manual_seed(int(seeds[0]))
         self.trainer = FRTrainer(self.fr_config, self.device, seed=int(seeds[1]))
         self.trainer.backbone.set_input_stats(self._in_mean, self._in_std)
         self.trainer.metadata = input_metadata(self.masking, self._image_size)
@@ -325,8 +326,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             raise RuntimeError("call reset() before step()")
         k, alpha = self.decode_action(action)
         x, y = self._batch
-        k_t = torch.from_numpy(k).to(self.device)
-        alpha_t = alpha if isinstance(alpha, float) else torch.from_numpy(alpha).to(self.device)
+        k_t = torch.from_numpy(k)
+        alpha_t = alpha if isinstance(alpha, float) else torch.from_numpy(alpha)
         mix = mix_batch(x, y, k_t, self.num_classes, alpha_t, self._generator)
         mixed_losses = self.trainer.train_step(mix.inputs, mix.soft_labels)
         mixed_loss = float(mixed_losses.mean())
@@ -475,7 +476,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     def _obs(self) -> np.ndarray:
         k_lo, k_hi = min(self.k_values), max(self.k_values)
         last_k = 0.0 if self._last_k == 0 or k_hi == k_lo else (self._last_k - k_lo) / (k_hi - k_lo)
-        stats = self._batch_stats
+        stats = {name: v.cpu() for name, v in self._batch_stats.items()}  # the observation is built on the CPU
         glob = torch.stack(
             [
                 torch.tensor(self._step / self.episode_steps),
@@ -488,9 +489,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         ).float()
         per_sample = torch.stack(
             [
-                self._squash(stats["loss"].cpu()),
-                stats["confidence"].cpu().float(),
-                ((stats["margin"].cpu().float() + 1.0) / 2.0),
+                self._squash(stats["loss"]),
+                stats["confidence"].float(),
+                ((stats["margin"].float() + 1.0) / 2.0),
                 self._class_frequency[self._batch[1]].cpu(),
             ],
             dim=1,
