@@ -55,6 +55,8 @@ import soak as soak_mod  # noqa: E402
 from mixup_env import ACTION_MODES, FrequencyMixupEnv, mix_batch  # noqa: E402
 from mixup_env.transform import FrequencyMasking  # noqa: E402
 
+_PROGRESS = True  # set by main(); the inner progress bars follow it
+
 TARGETS = {
     "env_overhead": 1.03,  # env step / bare update, at most
     "fr_efficiency": 0.4,  # achieved FLOP/s / matmul peak, at least
@@ -143,7 +145,7 @@ def bare_update_fn(env: FrequencyMixupEnv, x: torch.Tensor, y: torch.Tensor) -> 
 def env_overhead(device: torch.device, reps: int, steps: int, warmup: int = 10) -> dict[str, Any]:
     """Item 1: env step vs bare FR update for every action mode, and the parts of a step (batch_discrete)."""
     out: dict[str, Any] = {"modes": {}}
-    for mode in tqdm(ACTION_MODES, desc="1 env overhead", leave=False):
+    for mode in tqdm(ACTION_MODES, desc="1 env overhead", leave=False, disable=not _PROGRESS):
         env = FrequencyMixupEnv(**env_config(device, action_mode=mode))
         env.reset(seed=0)
         env.action_space.seed(0)
@@ -360,22 +362,42 @@ def vec_throughput(device: torch.device, steps: int) -> dict[str, Any]:
     return out
 
 
-def _child(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a command; its wall time, exit status and peak RSS (``wait4``), and the tail of its output."""
+# Runs a Python script and prints its own peak RSS at the end. The peak is read from /proc/self/status (VmHWM,
+# the peak of this process's memory map): getrusage's ru_maxrss would include the parent's memory, which a child
+# started by fork/vfork inherits before exec.
+_PEAK_WRAPPER = """import runpy, sys
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+try:
+    if script == '-c':
+        exec(sys.argv[1])
+    else:
+        runpy.run_path(script, run_name='__main__')
+finally:
+    try:
+        hwm = next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM'))
+    except (OSError, StopIteration):
+        hwm = -1
+    print('\\nPEAK_RSS_KB', hwm, flush=True)
+"""
+
+
+def _child(args: list[str], cwd: Path) -> dict[str, Any]:
+    """Run ``python3 <args>`` (a script and its arguments, or ``-c code``): wall time, exit status, the process's
+    own peak RSS in MiB (``nan`` where ``/proc`` is missing) and the tail of its output."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        log.seek(0)
-        tail = log.read().decode(errors="replace")[-2000:]
-    return {"seconds": time.perf_counter() - t0, "returncode": proc.returncode,
-            "peak_rss_mib": usage.ru_maxrss / 1024, "tail": tail}
+    res = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, *args], cwd=cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, check=False)
+    out = res.stdout.decode(errors="replace")
+    peaks = [line.split()[1] for line in out.splitlines() if line.startswith("PEAK_RSS_KB")]
+    kb = int(peaks[-1]) if peaks else -1
+    return {"seconds": time.perf_counter() - t0, "returncode": res.returncode,
+            "peak_rss_mib": kb / 1024 if kb >= 0 else float("nan"), "tail": out[-2000:]}
 
 
 def ppo_wall(timesteps: int | None, device: torch.device, out: Path) -> dict[str, Any]:
     """Wall time of ``examples/train_ppo.py`` (its defaults, or ``timesteps``), in a fresh process."""
-    cmd = [sys.executable, "examples/train_ppo.py", "--no-progress", "--out", str(out), "--device", str(device)]
+    cmd = ["examples/train_ppo.py", "--no-progress", "--out", str(out), "--device", str(device)]
     if timesteps is not None:
         cmd += ["--timesteps", str(timesteps)]
     res = _child(cmd, ROOT)
@@ -389,11 +411,11 @@ def ppo_wall(timesteps: int | None, device: torch.device, out: Path) -> dict[str
 # ------------------------------------------------------------------------------------------------ 6: memory
 def env_memory(steps: int, device: torch.device) -> dict[str, Any]:
     """RSS of a fresh process running ``benchmarks/soak.py`` for ``steps`` steps."""
-    res = _child([sys.executable, str(Path(soak_mod.__file__)), "--steps", str(steps),
+    res = _child([str(Path(soak_mod.__file__)), "--steps", str(steps),
                   "--warmup", str(min(1000, steps // 10)), "--json", "--device", str(device)], ROOT)
     if res["returncode"]:
         raise RuntimeError(f"soak.py failed:\n{res['tail']}")
-    return json.loads(res["tail"].strip().splitlines()[-1])
+    return json.loads(next(line for line in reversed(res["tail"].splitlines()) if line.startswith("{")))
 
 
 def attack_memory(device: torch.device, out: Path) -> dict[str, Any]:
@@ -405,21 +427,21 @@ def attack_memory(device: torch.device, out: Path) -> dict[str, Any]:
     data_dir = os.environ.get("MIXUP_ENV_DATA")
     data = "att_faces" if data_dir and (Path(data_dir) / "att_faces").is_dir() else "synthetic"
     model_dir = out / "att_model"
-    train = _child([sys.executable, "examples/train_fr.py", "--data", data, "--image-size", "64", "--defence", "mask",
+    train = _child(["examples/train_fr.py", "--data", data, "--image-size", "64", "--defence", "mask",
                     "--public-fraction", "0.3", "--epochs", "2", "--no-progress", "--device", str(device),
                     "--out", str(model_dir)], ROOT)
     if train["returncode"]:
         raise RuntimeError(f"train_fr.py failed:\n{train['tail']}")
     rows: dict[str, Any] = {"data": data}
-    for attack in tqdm(ATTACKS, desc="6 attack memory", leave=False):
-        res = _child([sys.executable, "examples/evaluate_privacy.py", "--model", str(model_dir / "fr_model.pt"),
+    for attack in tqdm(ATTACKS, desc="6 attack memory", leave=False, disable=not _PROGRESS):
+        res = _child(["examples/evaluate_privacy.py", "--model", str(model_dir / "fr_model.pt"),
                       "--data", data, "--attacks", attack, "--evaluator-epochs", "1", "--prior-epochs", "2",
                       "--steps", "10", "--decoder-epochs", "1", "--unmix-epochs", "1", "--min-updates", "1",
                       "--no-progress", "--device", str(device), "--out", str(out / attack)], ROOT)
         if res["returncode"]:
             raise RuntimeError(f"evaluate_privacy.py --attacks {attack} failed:\n{res['tail']}")
         rows[attack] = {"peak_rss_mib": res["peak_rss_mib"], "seconds": res["seconds"]}
-    base = _child([sys.executable, "-c", "import torch, fr_models.attacks, mixup_env"], ROOT)
+    base = _child(["-c", "import torch, fr_models.attacks, mixup_env"], ROOT)
     rows["import_only_peak_rss_mib"] = base["peak_rss_mib"]
     return rows
 
@@ -585,8 +607,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"--reps and --steps must be >= 1, got {reps} and {steps}")
     out = args.out or ROOT / "docs" / ("performance-cuda.md" if device.type == "cuda" else "performance.md")
     work = args.work or Path(tempfile.mkdtemp(prefix="mixup_bench_"))
-    if args.no_progress:
-        os.environ["TQDM_DISABLE"] = "1"
+    global _PROGRESS
+    _PROGRESS = not args.no_progress
     t0 = time.perf_counter()
     r: dict[str, Any] = {"quick": quick, "reps": reps, "steps": steps, "machine": machine(device),
                          "command": "python3 benchmarks/run.py" + (" --quick" if quick else "")
