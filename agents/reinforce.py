@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fr_models.trainer import atomic_torch_save
+from fr_models.trainer import atomic_torch_save, load_checkpoint
 from mixup_env import GLOBAL_FEATURES, SAMPLE_FEATURES, FrequencyMixupEnv, split_observation
 
 __all__ = ["Reinforce", "StrategyNetwork"]
@@ -208,7 +208,8 @@ class Reinforce:
     @classmethod
     def load(cls, path: str | os.PathLike[str], env: gym.Env[Any, Any], device: str | torch.device = "cpu") -> Reinforce:
         """Rebuild an agent saved by :meth:`save` for ``env``."""
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = load_checkpoint(path, "REINFORCE agent checkpoint",
+                                ("config", "policy", "optimizer", "reward_mean", "reward_var", "updates"), device)
         agent = cls(env, device=device, **state["config"])
         agent.policy.load_state_dict(state["policy"])
         agent.optimizer.load_state_dict(state["optimizer"])

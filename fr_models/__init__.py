@@ -12,12 +12,13 @@ from fr_models.evaluation import (
 )
 from fr_models.heads import ArcFaceHead, ClassifierHead, CosFaceHead, SoftmaxHead, make_head
 from fr_models.synthetic import make_synthetic_faces
-from fr_models.trainer import FRConfig, FRTrainer, atomic_torch_save, atomic_write
+from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch_save, atomic_write, load_checkpoint
 
 __all__ = [
     "BACKBONES",
     "DATA_ENV_VAR",
     "ArcFaceHead",
+    "CheckpointError",
     "ClassifierHead",
     "CosFaceHead",
     "FRConfig",
@@ -33,6 +34,7 @@ __all__ = [
     "extract_embeddings",
     "identification_accuracy",
     "images_to_tensor",
+    "load_checkpoint",
     "load_faces",
     "load_npz",
     "make_backbone",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -14,7 +16,7 @@ import torch
 from fr_models.backbones import make_backbone
 from fr_models.heads import ClassifierHead, make_head
 
-__all__ = ["FRConfig", "FRTrainer", "atomic_torch_save", "atomic_write"]
+__all__ = ["CheckpointError", "FRConfig", "FRTrainer", "atomic_torch_save", "atomic_write", "load_checkpoint"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
@@ -50,6 +52,45 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint of the expected kind (truncated, foreign, or unsafe to load)."""
+
+
+def load_checkpoint(path: str | os.PathLike[str], what: str, keys: tuple[str, ...] = (),
+                    device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`atomic_torch_save`, safely: ``torch.load(weights_only=True)``, which
+    refuses any pickled object other than tensors and plain values, so a crafted file cannot run code.
+
+    :param path: the file.
+    :param what: how to name the expected file in errors (e.g. ``"FR checkpoint"``).
+    :param keys: keys the checkpoint's dict must hold.
+    :param device: where to map the tensors.
+    :raises FileNotFoundError: no such file.
+    :raises CheckpointError: the file is truncated, corrupted, not a torch checkpoint, holds objects that are
+        refused, or lacks ``keys``; the message names the path and what was expected.
+    """
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"no {what} at {p!r}")
+    try:
+        state = torch.load(p, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Weights only" in str(e):
+            raise CheckpointError(
+                f"{p!r} is not a readable {what}: it holds Python objects other than tensors and plain values, and "
+                "loading those could run code, so it is refused (expected a file this library saved)") from e
+        raise CheckpointError(f"{p!r} is not a readable {what}: the file is truncated, corrupted or not a torch "
+                              f"checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    except Exception as e:  # noqa: BLE001 - zip, EOF and format errors all mean the same to the user
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{p!r} is not a readable {what}: the file is truncated, corrupted or not a torch "
+                              f"checkpoint ({type(e).__name__}: {first})") from e
+    if not isinstance(state, dict) or not set(keys) <= set(state):
+        held = sorted(map(str, state))[:8] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{p!r} is not a {what}: it holds {held}; expected the keys {sorted(keys)}")
+    return state
+
+
 @dataclass
 class FRConfig:
     """Everything needed to rebuild an FR model (saved inside checkpoints).
@@ -77,6 +118,19 @@ class FRConfig:
     lr: float = 1e-3
     weight_decay: float = 5e-4
 
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "num_classes", "embedding_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is invalid: accepted a positive integer")
+        if len(self.input_size) != 2 or min(int(v) for v in self.input_size) < 1:
+            raise ValueError(f"input_size={self.input_size!r} is invalid: accepted (height, width), both positive")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} is invalid: accepted a positive finite number")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay={self.weight_decay!r} is invalid: accepted a finite number >= 0")
+
 
 class FRTrainer:
     """A frequency-domain FR model (backbone + head) with its optimiser.
@@ -99,6 +153,9 @@ class FRTrainer:
                 config.head, config.embedding_dim, config.num_classes, **config.head_kwargs
             ).to(self.device)
         params = list(self.backbone.parameters()) + list(self.head.parameters())
+        self._params = params
+        #: why the last :meth:`train_step` skipped its update (``None``: it did not)
+        self.last_fault: str | None = None
         # fused: one kernel for the whole update on a GPU, where the many small parameter tensors make the
         # default's per-tensor launches a quarter of an update (measured by benchmarks/run.py --device cuda)
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
@@ -112,8 +169,9 @@ class FRTrainer:
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One optimiser update on a batch.
 
-        A non-finite loss skips the update (the weights stay as they were) and is counted in
-        :attr:`skipped_updates`.
+        A non-finite loss or gradient skips the update: the weights, the optimiser state and the batch-norm
+        statistics (which the forward pass already moved) stay exactly as they were. The skip is counted in
+        :attr:`skipped_updates` and named in :attr:`last_fault`.
 
         :param inputs: ``(N, C, h, w)`` masked frequency channels (mixed or clean).
         :param targets: ``(N,)`` labels or ``(N, num_classes)`` soft labels.
@@ -121,16 +179,35 @@ class FRTrainer:
         """
         self.backbone.train()
         self.head.train()
+        buffers = [b for m in (self.backbone, self.head) for b in m.buffers()]
+        saved = [b.clone() for b in buffers]  # batch-norm statistics: small, and a NaN batch would poison them
         losses = self.head(self.backbone(inputs), targets)
         loss = losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
-            loss.backward()
-            self.optimizer.step()
-            self.updates += 1
+        self.last_fault = None
+        if not torch.isfinite(loss):
+            self.last_fault = "non-finite FR loss"
         else:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self._params, float("inf"))  # the total norm; scales by 1
+            if not torch.isfinite(norm):
+                self.last_fault = "non-finite FR gradients"
+                self.optimizer.zero_grad(set_to_none=True)
+            else:
+                self.optimizer.step()
+                self.updates += 1
+        if self.last_fault is not None:
+            with torch.no_grad():
+                for b, s in zip(buffers, saved):
+                    b.copy_(s)
             self.skipped_updates += 1
         return losses.detach()
+
+    def weights_finite(self) -> bool:
+        """Whether every weight and buffer of the model is finite (one reduction, no overflow for large values)."""
+        tensors = [t.detach() for m in (self.backbone, self.head) for t in [*m.parameters(), *m.buffers()]
+                   if t.is_floating_point()]
+        return bool(torch.isfinite(torch.stack([t.abs().amax() for t in tensors if t.numel()])).all())
 
     @torch.no_grad()
     def losses(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -182,6 +259,7 @@ class FRTrainer:
             "head": self.head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "updates": self.updates,
+            "skipped_updates": self.skipped_updates,
             "metadata": dict(self.metadata),
         }
 
@@ -191,6 +269,7 @@ class FRTrainer:
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state.get("updates", 0))
+        self.skipped_updates = int(state.get("skipped_updates", 0))
         self.metadata = dict(state.get("metadata", {}))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -199,8 +278,9 @@ class FRTrainer:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> FRTrainer:
-        """Rebuild a trainer from a checkpoint written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        return cls.from_state_dict(torch.load(path, map_location=device, weights_only=True), device)
+        """Rebuild a trainer from a checkpoint written by :meth:`save` (safely: see :func:`load_checkpoint`)."""
+        state = load_checkpoint(path, "FR checkpoint", ("config", "backbone", "head", "optimizer"), device)
+        return cls.from_state_dict(state, device)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> FRTrainer:

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fr_models.trainer import load_checkpoint
+
 #: Fewest updates any of them gets: AT&T gives an attacker 120 public faces, i.e. 2 batches per epoch, and a
 #: network trained for "60 epochs" of those would have seen 120 updates.
 MIN_UPDATES = 600
@@ -63,10 +65,7 @@ def load_tagged(path: str | os.PathLike[str], kind: str, what: str, device: str 
     :param what: how to name the expected file in errors (e.g. ``"evaluator checkpoint"``).
     :raises ValueError: the file is unreadable or of another kind.
     """
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{str(path)!r} is not a readable {what} ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or state.get("kind") != kind:
+    state = load_checkpoint(path, what, device=device)
+    if state.get("kind") != kind:
         raise ValueError(f"{str(path)!r} is not a {what} (its 'kind' is not {kind!r})")
     return state

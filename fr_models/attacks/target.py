@@ -22,7 +22,7 @@ from torch import nn
 
 from fr_models.attacks._loop import freeze
 from fr_models.heads import ClassifierHead
-from fr_models.trainer import FRTrainer
+from fr_models.trainer import FRTrainer, load_checkpoint
 
 __all__ = ["BLACK_BOX", "OUTPUTS", "THREAT_MODELS", "WHITE_BOX", "BlackBoxOracle", "TargetModel", "load_target"]
 
@@ -111,12 +111,9 @@ def load_target(
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"no FR model file at {p!r}")
-    try:
-        state = torch.load(p, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{p!r} is not a readable FR model checkpoint ({type(e).__name__}: {e}); expected a file "
-                         "written by FRTrainer.save (examples/train_fr.py writes fr_model.pt)") from e
-    if not isinstance(state, dict) or not {"config", "backbone", "head"} <= set(state):
+    state = load_checkpoint(p, "FR model checkpoint (a file written by FRTrainer.save; examples/train_fr.py "
+                               "writes fr_model.pt)", device=device)
+    if not {"config", "backbone", "head"} <= set(state):
         keys = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{p!r} is not an FR model checkpoint: it holds {keys}; expected the keys 'config', "
                          "'backbone', 'head' written by FRTrainer.save")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -14,7 +16,7 @@ import torch
 from gymnasium import spaces
 
 from fr_models.data import FaceData, images_to_tensor, load_faces, split_per_identity
-from fr_models.trainer import FRConfig, FRTrainer
+from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch_save, load_checkpoint
 from mixup_env.mixing import mix_batch
 from mixup_env.rewards import ON_DEMAND, StepRecord, make_reward, reward_requires
 from mixup_env.transform import ChannelMask, FrequencyMasking, input_metadata
@@ -120,7 +122,17 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     ## Episode End
 
-    The episode is truncated after ``episode_steps`` FR updates; it never terminates.
+    The episode is truncated after ``episode_steps`` FR updates; it never terminates. It is also truncated early
+    when training fails: a non-finite FR loss or gradient (the update is refused, so the FR model stays as it was)
+    or non-finite FR weights (the FR state saved at the last accuracy evaluation, every ``eval_every`` steps, is
+    restored). That step's reward is ``0.0`` and ``info["truncated_reason"]`` says which fault it was; the next
+    :meth:`reset` starts a fresh FR model as usual.
+
+    ## Checkpoints
+
+    :meth:`save_checkpoint` writes everything needed to continue an episode (FR weights and optimiser, the data
+    order, the upcoming batch, the random streams, the running statistics) atomically; :meth:`load_checkpoint`,
+    on an env built with the same arguments, continues with the same trajectory on CPU as an uninterrupted run.
 
     ## Arguments
 
@@ -146,7 +158,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     * ``head`` (``"softmax"``/``"arcface"``), ``head_kwargs``, ``backbone`` (``"grid"``/``"unblock"``),
       ``embedding_dim``, ``widths``, ``lr``: the FR model (see :mod:`fr_models`).
     * ``test_fraction``, ``split_seed``: the held-out images per identity used for accuracy.
-    * ``device``: torch device of the FR model and the data.
+    * ``device``: torch device of the FR model and the data (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
 
     ## Version History
 
@@ -216,7 +228,13 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.eval_every = int(eval_every)
         self.dirichlet_alpha = float(dirichlet_alpha)
         self.hflip = bool(hflip)
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device={device!r} is invalid: accepted a torch device such as 'cpu', 'cuda' or "
+                             "'cuda:1'") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: torch sees no CUDA device on this machine; use device='cpu'")
         self.reward_name = reward
         self.reward_fn = make_reward(reward, reward_kwargs)
         #: the on-demand quantities measured at every step (see :func:`mixup_env.rewards.reward_requires`)
@@ -316,6 +334,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._step = 0
         self._last_k = 0.0
         self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
+        self._finite_state = copy.deepcopy(self.trainer.state_dict())  # restored if the weights ever go non-finite
         self._draw_batch()
         self._batch_stats = self.trainer.sample_stats(*self._batch)
         self._running_clean = self._running_mixed = float(self._batch_stats["loss"].mean())
@@ -330,6 +349,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         alpha_t = alpha if isinstance(alpha, float) else torch.from_numpy(alpha)
         mix = mix_batch(x, y, k_t, self.num_classes, alpha_t, self._generator)
         mixed_losses = self.trainer.train_step(mix.inputs, mix.soft_labels)
+        if self.trainer.last_fault is not None or not self.trainer.weights_finite():
+            return self._fault(k, alpha, mixed_losses)
         mixed_loss = float(mixed_losses.mean())
         clean_loss = float(self._batch_stats["loss"].mean())
         self._draw_batch()
@@ -347,6 +368,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         evaluated = truncated or self._step % self.eval_every == 0
         if evaluated:
             self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
+            self._finite_state = copy.deepcopy(self.trainer.state_dict())
         k_mean, alpha_mean = float(k.mean()), float(np.mean(alpha))
         record = StepRecord(
             mixed_loss=mixed_loss,
@@ -388,6 +410,100 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._running_clean += _EMA * (clean_loss - self._running_clean)
         self._last_k = k_mean
         return self._obs(), reward, False, truncated, info
+
+    def _fault(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor
+               ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """End the episode after a refused update (non-finite loss or gradient) or non-finite weights."""
+        assert self.trainer is not None
+        if self.trainer.weights_finite():
+            reason = self.trainer.last_fault or "non-finite FR weights"  # the update was refused: nothing to undo
+        else:
+            reason = "non-finite FR weights"
+            self.trainer.load_state_dict(copy.deepcopy(self._finite_state))
+            self._batch_stats = self.trainer.sample_stats(*self._batch)
+        self._step += 1
+        info: dict[str, Any] = {
+            "truncated_reason": reason,
+            "mixed_loss": float(mixed_losses.mean()),
+            "clean_loss": float(self._batch_stats["loss"].mean()),
+            "accuracy": self._accuracy,
+            "evaluated": False,
+            "k": float(k.mean()),
+            "k_per_sample": k,
+            "alpha": float(np.mean(alpha)),
+            "mixed_loss_per_sample": mixed_losses.cpu().numpy(),
+            "step": self._step,
+            "skipped_updates": self.trainer.skipped_updates,
+        }
+        return self._obs(), 0.0, False, True, info
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def _fingerprint(self) -> dict[str, Any]:
+        """The arguments a checkpoint must agree on, in the order mismatches are reported."""
+        cfg = {
+            "data": self.data_source, "train_images": len(self._train_y), "image_size": self._image_size,
+            "batch_size": self.batch_size, "action_mode": self.action_mode, "k_values": list(self.k_values),
+            "control_alpha": self.control_alpha, "alpha_range": list(self.alpha_range),
+            "dirichlet_alpha": self.dirichlet_alpha, "hflip": self.hflip, "episode_steps": self.episode_steps,
+            "eval_every": self.eval_every, "dropped_channels": list(self.masking.mask.dropped),
+            "reward": self.reward_name, "fr_config": self.fr_config.__dict__,
+        }
+        return json.loads(json.dumps(cfg, default=list))
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> Path:
+        """Save the running episode atomically, to continue it with :meth:`load_checkpoint`.
+
+        :param path: the file to write (``weights_only``-loadable: tensors and plain values only).
+        :raises RuntimeError: no episode yet (call :meth:`reset` first).
+        """
+        if self.trainer is None:
+            raise RuntimeError("no episode to save: call reset() first")
+        state = {
+            "kind": "mixup_env.FrequencyMixupEnv", "version": 1, "config": self._fingerprint(),
+            "trainer": self.trainer.state_dict(), "finite_trainer": self._finite_state,
+            "np_random": json.dumps(self.np_random.bit_generator.state),
+            "np_random_seed": -1 if getattr(self, "_np_random_seed", None) is None else int(self._np_random_seed),
+            "generator": self._generator.get_state(), "order": torch.from_numpy(self._order.copy()),
+            "batch": [t.cpu() for t in self._batch],
+            "batch_stats": {name: v.cpu() for name, v in self._batch_stats.items()},
+            "step": self._step, "last_k": self._last_k, "accuracy": self._accuracy,
+            "running_clean": self._running_clean, "running_mixed": self._running_mixed,
+        }
+        return atomic_torch_save(state, path)
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """Continue the episode saved by :meth:`save_checkpoint` (on an env built with the same arguments).
+
+        :param path: the checkpoint; loaded with ``torch.load(weights_only=True)``.
+        :return: the observation at the point of the save.
+        :raises FileNotFoundError: no such file.
+        :raises CheckpointError: a truncated, foreign or unsafe file, or one written by another kind of object.
+        :raises ValueError: the checkpoint was saved by an env with other arguments (the first one differing is
+            named).
+        """
+        state = load_checkpoint(path, "mixup_env checkpoint", ("kind", "config", "trainer"), self.device)
+        if state["kind"] != "mixup_env.FrequencyMixupEnv":
+            raise CheckpointError(f"{os.fspath(path)!r} is not a mixup_env checkpoint (its kind is {state['kind']!r})")
+        mine = self._fingerprint()
+        for key, value in state["config"].items():
+            if mine.get(key) != value:
+                raise ValueError(f"{os.fspath(path)!r} was saved by an env configured differently: {key} {value} "
+                                 f"there, {mine.get(key)} here; build the env with the same arguments")
+        self.trainer = FRTrainer.from_state_dict(state["trainer"], self.device)
+        self._finite_state = state["finite_trainer"]
+        self.np_random = np.random.Generator(np.random.PCG64())
+        self.np_random.bit_generator.state = json.loads(state["np_random"])
+        if state["np_random_seed"] >= 0:
+            self._np_random_seed = state["np_random_seed"]
+        self._generator = torch.Generator().manual_seed(0)
+        self._generator.set_state(state["generator"])
+        self._order = state["order"].numpy().copy()
+        self._batch = tuple(t.to(self.device) for t in state["batch"])  # type: ignore[assignment]
+        self._batch_stats = {name: v.to(self.device) for name, v in state["batch_stats"].items()}
+        self._step, self._last_k = int(state["step"]), float(state["last_k"])
+        self._accuracy = float(state["accuracy"])
+        self._running_clean, self._running_mixed = float(state["running_clean"]), float(state["running_mixed"])
+        return self._obs()
 
     # ------------------------------------------------------------------------------------------- actions
     def decode_action(self, action: Any) -> tuple[np.ndarray, float | np.ndarray]:
