@@ -272,7 +272,8 @@ def scipy_per_block(images: np.ndarray, kept: np.ndarray) -> np.ndarray:
     for i in range(n):
         for bi in range(h // 8):
             for bj in range(w // 8):
-                out[i, bi, bj] = scipy.fft.dctn(images[i, 0, 8 * bi:8 * bi + 8, 8 * bj:8 * bj + 8], norm="ortho").ravel()
+                block = images[i, 0, 8 * bi:8 * bi + 8, 8 * bj:8 * bj + 8]
+                out[i, bi, bj] = scipy.fft.dctn(block, norm="ortho").ravel()
     return out[..., kept].transpose(0, 3, 1, 2)
 
 
@@ -497,7 +498,8 @@ def report(r: dict[str, Any]) -> str:
     lines += ["", "Profile of the batch-64 update (operators with the most self time):", "",
               "| operator | share | ms per update | calls per update |", "|---|---|---|---|"]
     for p in f["profile"]:
-        lines.append(f"| `{p['op']}` | {100 * p['share']:.1f} % | {p['ms_per_update']:.3f} | {p['calls_per_update']:.0f} |")
+        lines.append(f"| `{p['op']}` | {100 * p['share']:.1f} % | {p['ms_per_update']:.3f} | "
+                     f"{p['calls_per_update']:.0f} |")
 
     # 3
     t = r["transform"]
@@ -510,7 +512,8 @@ def report(r: dict[str, Any]) -> str:
               f"| scipy `dctn` over all blocks at once | {fmt(t['scipy_ms'])} | {fmt(t['speedup'])}x | "
               f"{verdict(t['speedup']['median'] >= tgt['transform'])} |"]
     if "per_block_ms" in t:
-        lines.append(f"| scipy `dctn` per 8x8 block | {fmt(t['per_block_ms'], 0)} | {fmt(t['per_block_speedup'], 0)}x | "
+        lines.append(f"| scipy `dctn` per 8x8 block | {fmt(t['per_block_ms'], 0)} | "
+                     f"{fmt(t['per_block_speedup'], 0)}x | "
                      f"{verdict(t['per_block_speedup']['median'] >= tgt['transform'])} |")
     pc = t["precompute"]
     lines += ["", f"Precomputation: the env transforms its data set once, at construction. In 50 env steps the "
@@ -527,8 +530,9 @@ def report(r: dict[str, Any]) -> str:
         pixel = fp["rows"]["pixel"]
         lines += [f"LFW, 158 identities, 64x64, {fp['epochs']} epochs each, same split and seed, no mixing "
                   "(`examples/train_fr.py`: `--defence none` for pixels, `mask` for frequency). "
-                  f"Target: >= {tgt['freq_speedup']}x faster per epoch at <= {tgt['freq_points']} points of top-1 lost.",
-                  "", "| model | s/epoch | pixel time / this | top-1 | top-1 vs pixel | verification (all pairs) | target |",
+                  f"Target: >= {tgt['freq_speedup']}x faster per epoch at <= {tgt['freq_points']} points of top-1 "
+                  "lost.", "",
+                  "| model | s/epoch | pixel time / this | top-1 | top-1 vs pixel | verification (all pairs) | target |",
                   "|---|---|---|---|---|---|---|"]
         for name, v in fp["rows"].items():
             ok = v["speedup"] >= tgt["freq_speedup"] and v["points"] >= -tgt["freq_points"]
@@ -629,7 +633,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      step_ms)
     stage("transform")
     r["freq_vs_pixel"] = ({"skipped": "left out (--skip lfw)"} if "lfw" in args.skip else
-                          freq_vs_pixel(2 if quick else 15, ("pixel", "grid") if quick else ("pixel", "grid", "unblock"),
+                          freq_vs_pixel(2 if quick else 15,
+                                        ("pixel", "grid") if quick else ("pixel", "grid", "unblock"),
                                         work / "fr", not args.no_progress))
     stage("frequency vs pixel")
     r["throughput"] = {"vector": {} if "vector" in args.skip else vec_throughput(device, 20 if quick else 100),

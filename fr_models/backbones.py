@@ -189,5 +189,6 @@ def make_backbone(
         cls = BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}") from None
-    net = cls(in_channels, input_size, embedding_dim) if widths is None else cls(in_channels, input_size, embedding_dim, widths)
+    args = (in_channels, input_size, embedding_dim) + (() if widths is None else (widths,))
+    net = cls(*args)
     return net.to(memory_format=torch.channels_last)

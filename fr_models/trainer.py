@@ -184,19 +184,19 @@ class FRTrainer:
         losses = self.head(self.backbone(inputs), targets)
         loss = losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self._params, float("inf"))  # the total norm (scales by 1)
+        loss_value, norm_value = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()  # one device sync
         self.last_fault = None
-        if not torch.isfinite(loss):
+        if not math.isfinite(loss_value):
             self.last_fault = "non-finite FR loss"
+        elif not math.isfinite(norm_value):
+            self.last_fault = "non-finite FR gradients"
         else:
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(self._params, float("inf"))  # the total norm; scales by 1
-            if not torch.isfinite(norm):
-                self.last_fault = "non-finite FR gradients"
-                self.optimizer.zero_grad(set_to_none=True)
-            else:
-                self.optimizer.step()
-                self.updates += 1
+            self.optimizer.step()
+            self.updates += 1
         if self.last_fault is not None:
+            self.optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 for b, s in zip(buffers, saved):
                     b.copy_(s)

@@ -102,7 +102,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _REWARDS: dict[str, Callable[..., Any]] = {}
 #: Record quantities that cost the env extra work (a forward pass), measured only for rewards that use them.
 ON_DEMAND: frozenset[str] = frozenset({"clean_loss_after"})
-_DERIVED = {"learning_progress": frozenset({"clean_loss", "clean_loss_after"}), "k_fraction": frozenset({"k_mean"})}  # properties built on on-demand quantities
+# the record's properties, and the fields they are computed from
+_DERIVED = {"learning_progress": frozenset({"clean_loss", "clean_loss_after"}), "k_fraction": frozenset({"k_mean"})}
 
 
 def _check_requires(requires: Any, owner: str) -> frozenset[str]:

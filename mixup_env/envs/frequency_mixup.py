@@ -108,11 +108,11 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     Chosen by name from the reward registry (:mod:`mixup_env.rewards`), ``reward="fr_loss"`` by default: the
     mean FR loss on the mixed batch, measured in the forward pass of the update it causes. ``utility_aware``
     minimises the excess loss of mixing under a privacy floor on the mixed loss; ``weighted_sum`` composes
-    named terms. ``info`` carries every
-    number a reward may use: ``mixed_loss``, ``clean_loss`` and ``clean_loss_after`` (same batch unmixed,
-    before and after the update; ``clean_loss_after`` costs a forward pass and is measured, and present, only
-    when the reward uses it or ``measure_all=True``), ``accuracy``, ``evaluated``, ``k`` (mean), ``k_per_sample``, ``alpha`` (mean),
-    ``mixed_loss_per_sample``, ``step``, ``skipped_updates``, and ``reward_terms`` for rewards made of terms.
+    named terms. ``info`` carries every number a reward may use: ``mixed_loss``, ``clean_loss`` and
+    ``clean_loss_after`` (same batch unmixed, before and after the update; ``clean_loss_after`` costs a forward
+    pass and is measured, and present, only when the reward uses it or ``measure_all=True``), ``accuracy``,
+    ``evaluated``, ``k`` (mean), ``k_per_sample``, ``alpha`` (mean), ``mixed_loss_per_sample``, ``step``,
+    ``skipped_updates``, and ``reward_terms`` for rewards made of terms.
 
     ## Starting State
 
@@ -123,10 +123,11 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     ## Episode End
 
     The episode is truncated after ``episode_steps`` FR updates; it never terminates. It is also truncated early
-    when training fails: a non-finite FR loss or gradient (the update is refused, so the FR model stays as it was)
-    or non-finite FR weights (the FR state saved at the last accuracy evaluation, every ``eval_every`` steps, is
-    restored). That step's reward is ``0.0`` and ``info["truncated_reason"]`` says which fault it was; the next
-    :meth:`reset` starts a fresh FR model as usual.
+    when training fails: a non-finite FR loss or gradient (the update is refused, so the FR model stays as it was,
+    batch-norm statistics included) or non-finite FR weights, which show as a non-finite loss (the FR state saved
+    at the last accuracy evaluation, every ``eval_every`` steps and at reset, is restored). That step's reward is
+    ``0.0`` and ``info["truncated_reason"]`` says which fault it was; the next :meth:`reset` starts a fresh FR
+    model as usual.
 
     ## Checkpoints
 
@@ -349,7 +350,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         alpha_t = alpha if isinstance(alpha, float) else torch.from_numpy(alpha)
         mix = mix_batch(x, y, k_t, self.num_classes, alpha_t, self._generator)
         mixed_losses = self.trainer.train_step(mix.inputs, mix.soft_labels)
-        if self.trainer.last_fault is not None or not self.trainer.weights_finite():
+        if self.trainer.last_fault is not None:  # non-finite weights show up here too, as a non-finite loss
             return self._fault(k, alpha, mixed_losses)
         mixed_loss = float(mixed_losses.mean())
         clean_loss = float(self._batch_stats["loss"].mean())
@@ -416,7 +417,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         """End the episode after a refused update (non-finite loss or gradient) or non-finite weights."""
         assert self.trainer is not None
         if self.trainer.weights_finite():
-            reason = self.trainer.last_fault or "non-finite FR weights"  # the update was refused: nothing to undo
+            reason = self.trainer.last_fault or "non-finite FR loss"  # the update was refused: nothing to undo
         else:
             reason = "non-finite FR weights"
             self.trainer.load_state_dict(copy.deepcopy(self._finite_state))
