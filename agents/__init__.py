@@ -12,10 +12,12 @@ from agents.sb3 import (
     INFO_KEYS,
     PPO_DEFAULTS,
     MixingStatsCallback,
+    load_vec_normalize,
     make_agent,
     make_ppo,
     make_vec_env,
     save_agent,
+    save_vec_normalize,
     vecnormalize_path,
 )
 
@@ -39,4 +41,6 @@ __all__ = [
     "run_episode",
     "save_agent",
     "vecnormalize_path",
+    "load_vec_normalize",
+    "save_vec_normalize",
 ]

@@ -19,18 +19,20 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.type_aliases import GymEnv
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecNormalize
 
-from fr_models.trainer import atomic_write
+from fr_models.trainer import CheckpointError, atomic_torch_save, atomic_write, load_checkpoint
 
 __all__ = [
     "ALGORITHMS",
     "ALGO_DEFAULTS",
     "INFO_KEYS",
-    "PPO_DEFAULTS",
     "MixingStatsCallback",
+    "PPO_DEFAULTS",
+    "load_vec_normalize",
     "make_agent",
     "make_ppo",
     "make_vec_env",
     "save_agent",
+    "save_vec_normalize",
     "vecnormalize_path",
 ]
 
@@ -190,7 +192,8 @@ class MixingStatsCallback(BaseCallback):
 
 def save_agent(model: BaseAlgorithm, path: str | Path) -> Path:
     """Save an SB3 model atomically (and its ``VecNormalize`` statistics, if any, beside it as
-    ``<name>.vecnormalize.pkl``), through :func:`fr_models.trainer.atomic_write`.
+    ``<name>.vecnormalize.pt``, tensors only: see :func:`load_vec_normalize`), through
+    :func:`fr_models.trainer.atomic_write`.
 
     :param model: an SB3 algorithm.
     :param path: destination, ending in ``.zip`` (added if missing).
@@ -202,11 +205,47 @@ def save_agent(model: BaseAlgorithm, path: str | Path) -> Path:
     atomic_write(p, model.save)
     vec = model.get_vec_normalize_env()
     if vec is not None:
-        atomic_write(vecnormalize_path(p), lambda tmp: vec.save(str(tmp)))
+        save_vec_normalize(vec, vecnormalize_path(p))
     return p
 
 
 def vecnormalize_path(model_path: str | Path) -> Path:
     """Where :func:`save_agent` puts the ``VecNormalize`` statistics of a model saved at ``model_path``."""
     p = Path(model_path)
-    return p.with_name(f"{p.stem}.vecnormalize.pkl")
+    return p.with_name(f"{p.stem}.vecnormalize.pt")
+
+
+_VECNORM_FLOATS = ("clip_obs", "clip_reward", "gamma", "epsilon")
+
+
+def save_vec_normalize(vec: VecNormalize, path: str | Path) -> Path:
+    """Write a ``VecNormalize``'s statistics and settings atomically as tensors and plain values (SB3's own
+    ``save`` pickles the whole wrapper, and loading a pickle can run code)."""
+    if isinstance(vec.obs_rms, dict):
+        raise ValueError("dict observation spaces are not supported here: save the VecNormalize with SB3's save()")
+    rms = {"obs": vec.obs_rms, "ret": vec.ret_rms}
+    state: dict[str, Any] = {"kind": "vecnormalize", "norm_obs": bool(vec.norm_obs),
+                             "norm_reward": bool(vec.norm_reward),
+                             **{k: float(getattr(vec, k)) for k in _VECNORM_FLOATS}}
+    for name, r in rms.items():
+        state[f"{name}_mean"] = torch.as_tensor(np.asarray(r.mean, dtype=np.float64))
+        state[f"{name}_var"] = torch.as_tensor(np.asarray(r.var, dtype=np.float64))
+        state[f"{name}_count"] = float(r.count)
+    return atomic_torch_save(state, path)
+
+
+def load_vec_normalize(path: str | Path, venv: VecEnv) -> VecNormalize:
+    """Wrap ``venv`` in a ``VecNormalize`` with the statistics :func:`save_vec_normalize` wrote (loaded with
+    ``torch.load(weights_only=True)``: a file that holds anything but tensors and plain values is refused)."""
+    state = load_checkpoint(path, "VecNormalize statistics file (written by save_agent)", ("kind", "obs_mean"))
+    if state["kind"] != "vecnormalize":
+        raise CheckpointError(f"{str(path)!r} is not a VecNormalize statistics file (its kind is {state['kind']!r})")
+    vec = VecNormalize(venv, norm_obs=state["norm_obs"], norm_reward=state["norm_reward"],
+                       **{k: state[k] for k in _VECNORM_FLOATS})
+    for name, r in (("obs", vec.obs_rms), ("ret", vec.ret_rms)):
+        mean = state[f"{name}_mean"].numpy()
+        if np.shape(r.mean) != mean.shape:
+            raise ValueError(f"{str(path)!r} holds {name} statistics of shape {mean.shape}; this env's are "
+                             f"{np.shape(r.mean)}: it was saved for another env configuration")
+        r.mean, r.var, r.count = mean, state[f"{name}_var"].numpy(), state[f"{name}_count"]
+    return vec

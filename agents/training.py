@@ -15,7 +15,16 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 import mixup_env  # noqa: F401  (registers the env ids)
 from agents.evaluation import run_episode
-from agents.sb3 import ALGO_DEFAULTS, ALGORITHMS, MixingStatsCallback, make_agent, make_vec_env, save_agent, vecnormalize_path
+from agents.sb3 import (
+    ALGO_DEFAULTS,
+    ALGORITHMS,
+    MixingStatsCallback,
+    load_vec_normalize,
+    make_agent,
+    make_vec_env,
+    save_agent,
+    vecnormalize_path,
+)
 
 __all__ = ["check_training_args", "parse_training_args", "train_and_evaluate", "training_parser"]
 
@@ -81,7 +90,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if args.load is not None:
             stats = vecnormalize_path(args.load)
             if args.normalize and stats.is_file():
-                venv = VecNormalize.load(str(stats), venv.venv if isinstance(venv, VecNormalize) else venv)
+                venv = load_vec_normalize(stats, venv.venv if isinstance(venv, VecNormalize) else venv)
             model = ALGORITHMS[args.algo].load(args.load, env=venv, device=args.device)
         else:
             overrides: dict[str, Any] = {"tensorboard_log": str(args.tensorboard) if args.tensorboard else None}

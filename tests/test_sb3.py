@@ -11,7 +11,17 @@ import pytest
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 import mixup_env  # noqa: F401
-from agents import MixingStatsCallback, RandomK, format_k_by_feature, k_by_feature, make_agent, make_vec_env, save_agent
+from agents import (
+    MixingStatsCallback,
+    RandomK,
+    format_k_by_feature,
+    k_by_feature,
+    load_vec_normalize,
+    make_agent,
+    make_vec_env,
+    save_agent,
+)
+from fr_models import CheckpointError
 from agents.compare import compare_agents, format_comparison, plot_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +67,18 @@ def test_dummy_vec_env_with_normalize_and_atomic_save(tmp_path):
     # the callback records the env's own rewards, not the normalised ones
     assert np.allclose(cb.rewards, cb.history["mixed_loss"])
     path = save_agent(model, tmp_path / "agent.zip")
-    stats = tmp_path / "agent.vecnormalize.pkl"
+    stats = tmp_path / "agent.vecnormalize.pt"
     assert path.is_file() and stats.is_file() and not list(tmp_path.glob(".*"))
-    loaded = VecNormalize.load(str(stats), make_vec_env("mixup_env/FrequencyMixup-v0", 2, 3, TINY))
-    assert np.allclose(loaded.obs_rms.mean, venv.obs_rms.mean)
+    loaded = load_vec_normalize(stats, make_vec_env("mixup_env/FrequencyMixup-v0", 2, 3, TINY))
+    for a, b in ((loaded.obs_rms, venv.obs_rms), (loaded.ret_rms, venv.ret_rms)):
+        assert np.array_equal(a.mean, b.mean) and np.array_equal(a.var, b.var) and a.count == b.count
+    assert (loaded.gamma, loaded.clip_obs, loaded.norm_reward) == (0.9, venv.clip_obs, True)
+    # statistics of another observation size are refused, and so is SB3's pickle format (it could run code)
+    with pytest.raises(ValueError, match="saved for another env configuration"):
+        load_vec_normalize(stats, make_vec_env("mixup_env/FrequencyMixup-v0", 2, 3, {**TINY, "batch_size": 8}))
+    venv.save(str(tmp_path / "sb3.pkl"))
+    with pytest.raises(CheckpointError, match="is not a readable VecNormalize statistics file"):
+        load_vec_normalize(tmp_path / "sb3.pkl", make_vec_env("mixup_env/FrequencyMixup-v0", 2, 3, TINY))
     venv.close()
 
 
@@ -106,7 +124,7 @@ def test_train_scripts_with_load_normalize_and_continuous(tmp_path):
     res = subprocess.run(base + ["--timesteps", "32", "--out", str(tmp_path / "a2c")], capture_output=True, text=True,
                          timeout=300, cwd=ROOT, env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / "a2c" / "a2c_agent.vecnormalize.pkl").is_file()
+    assert (tmp_path / "a2c" / "a2c_agent.vecnormalize.pt").is_file()
     res = subprocess.run(base + ["--timesteps", "0", "--load", str(tmp_path / "a2c" / "a2c_agent.zip"),
                                  "--out", str(tmp_path / "a2c_eval")], capture_output=True, text=True, timeout=300,
                          cwd=ROOT, env=ENV)
