@@ -74,14 +74,11 @@ def load_checkpoint(path: str | os.PathLike[str], what: str, keys: tuple[str, ..
         raise FileNotFoundError(f"no {what} at {p!r}")
     try:
         state = torch.load(p, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Weights only" in str(e):
+    except Exception as e:  # noqa: BLE001 - zip, EOF and format errors all mean the same to the user
+        if isinstance(e, pickle.UnpicklingError) and ("weights_only" in str(e) or "Weights only" in str(e)):
             raise CheckpointError(
                 f"{p!r} is not a readable {what}: it holds Python objects other than tensors and plain values, and "
                 "loading those could run code, so it is refused (expected a file this library saved)") from e
-        raise CheckpointError(f"{p!r} is not a readable {what}: the file is truncated, corrupted or not a torch "
-                              f"checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
-    except Exception as e:  # noqa: BLE001 - zip, EOF and format errors all mean the same to the user
         first = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(f"{p!r} is not a readable {what}: the file is truncated, corrupted or not a torch "
                               f"checkpoint ({type(e).__name__}: {first})") from e
@@ -214,7 +211,8 @@ class FRTrainer:
         return losses.detach()
 
     def weights_finite(self) -> bool:
-        """Whether every weight and buffer of the model is finite (one reduction, no overflow for large values)."""
+        """Whether every weight and buffer of the model is finite (one device sync; the largest magnitude of
+        each tensor is checked, so large finite values cannot overflow into a false alarm)."""
         tensors = [t.detach() for m in (self.backbone, self.head) for t in [*m.parameters(), *m.buffers()]
                    if t.is_floating_point()]
         return bool(torch.isfinite(torch.stack([t.abs().amax() for t in tensors if t.numel()])).all())

@@ -17,7 +17,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mixup_env
 from agents import make_vec_env
 from fr_models import CheckpointError, FRConfig, FRTrainer, load_checkpoint
 from fr_models.attacks import load_target
