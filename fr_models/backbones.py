@@ -17,13 +17,18 @@ at 1.98 s).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BACKBONES", "FrequencyBackbone", "PixelBackbone", "UnblockBackbone", "make_backbone"]
+__all__ = ["BACKBONES", "NORMS", "FrequencyBackbone", "PixelBackbone", "UnblockBackbone", "make_backbone"]
+
+#: Normalisation layers a backbone can be built with: ``"batch"`` (the default) or ``"group"`` (per-sample, what
+#: DP-SGD needs: batch norm mixes the samples of a batch, so per-sample gradients and their clipping are undefined).
+NORMS: tuple[str, ...] = ("batch", "group")
 
 #: Bound on standardised input values: frequency channels are heavy-tailed (up to ~56 standard deviations).
 INPUT_CLIP = 10.0
@@ -54,6 +59,9 @@ class _StandardizedInput(nn.Module):
         self.in_channels = int(in_channels)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.embedding_dim = int(embedding_dim)
+        #: channels-last by default; group-norm models keep the standard layout (Opacus's per-sample convolution
+        #: gradients are wrong on channels-last tensors: a test compares them with autograd's)
+        self.memory_format = torch.channels_last
         self.register_buffer("in_mean", torch.zeros(in_channels))
         self.register_buffer("in_std", torch.ones(in_channels))
 
@@ -76,7 +84,7 @@ class _StandardizedInput(nn.Module):
             )
         x = (x - self.in_mean.view(1, -1, 1, 1)) / self.in_std.view(1, -1, 1, 1)
         # channels-last: oneDNN's convolutions run faster on it (measured by benchmarks/run.py, section 2)
-        return x.clamp(-INPUT_CLIP, INPUT_CLIP).contiguous(memory_format=torch.channels_last)
+        return x.clamp(-INPUT_CLIP, INPUT_CLIP).contiguous(memory_format=self.memory_format)
 
 
 class FrequencyBackbone(_StandardizedInput):
@@ -181,14 +189,36 @@ BACKBONES: dict[str, type[_StandardizedInput]] = {
 }
 
 
+def _group_norms(module: nn.Module) -> None:
+    """Replace every batch norm inside ``module`` by a group norm over the same channels (in place): groups of
+    up to 8 channels for feature maps, one group (a layer norm) for the embedding. ReLUs stop working in place
+    (Opacus's per-sample gradient hooks forbid it)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.ReLU):
+            child.inplace = False
+        elif isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, nn.GroupNorm(math.gcd(8, child.num_features), child.num_features))
+        elif isinstance(child, nn.BatchNorm1d):
+            setattr(module, name, nn.GroupNorm(1, child.num_features))
+        else:
+            _group_norms(child)
+
+
 def make_backbone(
-    name: str, in_channels: int, input_size: tuple[int, int], embedding_dim: int, widths: Sequence[int] | None = None
+    name: str, in_channels: int, input_size: tuple[int, int], embedding_dim: int, widths: Sequence[int] | None = None,
+    norm: str = "batch",
 ) -> _StandardizedInput:
-    """Build a backbone by name (``"grid"``, ``"unblock"`` or ``"pixel"``); ``widths=None`` takes its defaults."""
+    """Build a backbone by name (``"grid"``, ``"unblock"`` or ``"pixel"``); ``widths=None`` takes its defaults;
+    ``norm`` is one of :data:`NORMS`."""
     try:
         cls = BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(sorted(BACKBONES))}") from None
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; accepted: {', '.join(NORMS)}")
     args = (in_channels, input_size, embedding_dim) + (() if widths is None else (widths,))
     net = cls(*args)
-    return net.to(memory_format=torch.channels_last)
+    if norm == "group":
+        _group_norms(net)
+        net.memory_format = torch.contiguous_format
+    return net.to(memory_format=net.memory_format)

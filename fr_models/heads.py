@@ -21,10 +21,11 @@ __all__ = ["ArcFaceHead", "ClassifierHead", "CosFaceHead", "SoftmaxHead", "make_
 def targets_as_components(targets: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split hard or soft labels into (class index, weight) components.
 
-    :param targets: ``(N,)`` integer labels, or ``(N, num_classes)`` soft labels (rows summing to 1).
+    :param targets: ``(N,)`` integer labels, or ``(N, num_classes)`` soft labels (rows summing to 1; entries may
+        be negative, as in negative label smoothing).
     :param num_classes: number of classes.
     :return: ``(classes, weights)``, both ``(N, m)``; ``m`` = the most non-zero entries in a row; padding
-        components have weight 0.
+        components have weight 0. The loss is then the soft-label cross-entropy ``-sum_j t_j log p_j``.
     """
     n = targets.shape[0]
     if targets.ndim == 1 and not targets.is_floating_point():
@@ -36,9 +37,12 @@ def targets_as_components(targets: torch.Tensor, num_classes: int) -> tuple[torc
             f"targets must be integer labels of shape ({n},) or float soft labels of shape ({n}, {num_classes}), "
             f"got {tuple(targets.shape)} {targets.dtype}"
         )
-    m = max(int((targets > 0).sum(1).max()), 1) if n else 1
-    weights, classes = targets.topk(m, dim=1)
-    return classes, weights
+    m = max(int((targets != 0).sum(1).max()), 1) if n else 1
+    if m == num_classes:  # e.g. label smoothing: every class has a weight
+        return torch.arange(num_classes, device=targets.device).expand(n, -1), targets
+    # the largest weights by magnitude: negative ones (negative label smoothing) count as much as positive ones
+    classes = targets.abs().topk(m, dim=1).indices
+    return classes, targets.gather(1, classes)
 
 
 class ClassifierHead(nn.Module):

@@ -108,6 +108,7 @@ class FRConfig:
     :ivar embedding_dim: embedding size.
     :ivar backbone: ``"grid"`` or ``"unblock"`` (see :mod:`fr_models.backbones`).
     :ivar widths: backbone widths; ``None`` = the backbone's default.
+    :ivar norm: ``"batch"`` or ``"group"`` normalisation (group: per-sample, for DP-SGD).
     :ivar head: ``"softmax"`` or ``"arcface"``.
     :ivar head_kwargs: head options (``scale``, ``margin``).
     :ivar lr: AdamW learning rate.
@@ -120,6 +121,7 @@ class FRConfig:
     embedding_dim: int = 128
     backbone: str = "grid"
     widths: tuple[int, ...] | None = None
+    norm: str = "batch"
     head: str = "softmax"
     head_kwargs: dict[str, float] = field(default_factory=dict)
     lr: float = 1e-3
@@ -154,7 +156,8 @@ class FRTrainer:
             if seed is not None:
                 torch.manual_seed(seed)
             self.backbone = make_backbone(
-                config.backbone, config.in_channels, config.input_size, config.embedding_dim, config.widths
+                config.backbone, config.in_channels, config.input_size, config.embedding_dim, config.widths,
+                config.norm,
             ).to(self.device)
             self.head: ClassifierHead = make_head(
                 config.head, config.embedding_dim, config.num_classes, **config.head_kwargs
