@@ -14,11 +14,12 @@ reconstruction (``fr_models.attacks.evaluator``). Attacks (``--attacks``):
 * ``blackbox_scores``: a decoder from score vectors to faces, trained by querying public faces, decodes each
   identity's class vector (Yang et al.);
 * ``blackbox_embeddings``: the same from embeddings, decoding each identity's mean leaked embedding;
-* ``datalevel``: recover the dominant face of each mixed, masked training input (the model's own ``k``).
+* ``datalevel``: recover the dominant face of each mixed, masked training input (the model's own ``k``; for a
+  policy, k drawn as often as the policy chose it).
 
 Writes ``privacy.json`` (metrics per attack, the privacy score, times, settings, and the model's utility from the
 ``metrics.json`` beside it), ``reconstructions.png`` (per identity, a real private face next to each attack's
-reconstruction) and ``evaluator.pt`` (reused by later runs on the same private identities), and prints a table.
+reconstruction; the same images as uint8 arrays in ``reconstructions.npz``) and ``evaluator.pt`` (reused by later runs on the same private identities), and prints a table.
 """
 
 from __future__ import annotations
@@ -117,12 +118,27 @@ def data_level_k(meta: dict[str, Any], override: list[int] | None) -> list[int] 
     return [1]
 
 
-def make_mix(k_values: list[int]):
-    """The defence's mixing as a :data:`fr_models.attacks.datalevel.MixFunction` (k uniform over ``k_values``)."""
+def data_level_weights(meta: dict[str, Any], ks: list[int]) -> list[float] | None:
+    """How often the model's training chose each of ``ks``: a policy records it (``k_distribution``); ``None``
+    (uniform) otherwise. The attacker simulates the defence as it ran, not as it might have."""
+    dist = meta.get("k_distribution")
+    if not dist:
+        return None
+    return [float(dist.get(str(k), 0.0)) for k in ks]
+
+
+def make_mix(k_values: list[int], weights: list[float] | None = None):
+    """The defence's mixing as a :data:`fr_models.attacks.datalevel.MixFunction`: k drawn from ``k_values`` with
+    probabilities proportional to ``weights`` (``None``: uniform)."""
     ks = torch.tensor(k_values)
+    p = torch.ones(len(ks)) if weights is None else torch.tensor(weights, dtype=torch.float)
+    if len(p) != len(ks) or not bool((p >= 0).all()) or float(p.sum()) <= 0:
+        raise ValueError(f"need one non-negative weight per k, not all 0, got {weights} for k {k_values}")
 
     def mix(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        k = ks[torch.randint(len(ks), (len(x),), generator=gen)].clamp(max=len(x)).to(x.device)
+        pick = (torch.randint(len(ks), (len(x),), generator=gen) if weights is None
+                else torch.multinomial(p, len(x), replacement=True, generator=gen))
+        k = ks[pick].clamp(max=len(x)).to(x.device)
         r = mix_batch(x, torch.zeros(len(x), dtype=torch.long, device=x.device), k, 1, 1.0, gen)
         return r.inputs, r.partners, r.weights
 
@@ -252,12 +268,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"  {attack}: skipped (pixel-domain model)")
                 continue
             transform = target.transform  # the white-box transform the model already carries
-            mix = make_mix(ks)
+            weights = data_level_weights(meta, ks) if args.mix_k is None else None
+            mix = make_mix(ks, weights)
             unmixer = train_unmixer(x_pub, transform, mix, epochs=args.unmix_epochs, seed=args.seed,
                                     device=args.device, progress=progress, min_updates=args.min_updates)
             observed, dominant, weight = observe_mixes(x_judged.to(args.device), transform, mix, seed=args.seed + 1)
             res = unmix(unmixer, observed, y_judged[dominant.cpu()])
             record(attack, res, time.perf_counter() - t0, {"threat_model": "data-level", "k_values": ks,
+                                                           "k_weights": weights,
                                                            "dominant_weight": float(weight.mean())})
 
     scored = {k: v for k, v in results.items() if "top1" in v}
@@ -277,6 +295,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         real = torch.stack([x_priv[(y_priv == c).nonzero()[0, 0]] for c in grid_ids])
         plot_reconstruction_grid(real, shown, [names[c] for c in grid_ids], args.out / "reconstructions.png",
                                  f"{Path(faces.source).stem}: defence {meta.get('defence')}, {meta.get('input')} model")
+        as_uint8 = {name: (imgs.nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+                    for name, imgs in {"real": real, **shown}.items()}
+        atomic_write(args.out / "reconstructions.npz", lambda tmp: np.savez_compressed(tmp, **as_uint8))
     print(f"\n{'attack':<22}{'top-1':>7}{'x chance':>9}{'top-5':>7}{'KNN':>7}{'PSNR':>7}{'SSIM':>7}{'s':>7}")
     for name, m in scored.items():
         print(f"{name:<22}{m['top1']:>7.3f}{m['top1_over_chance']:>9.1f}{m['top5']:>7.3f}{m['knn_dist']:>7.3f}"

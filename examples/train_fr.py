@@ -6,6 +6,8 @@
     python examples/train_fr.py --data lfw --image-size 64 --defence random
     python examples/train_fr.py --defence policy --policy runs/ppo/ppo_agent.zip --policy-algo ppo
     python examples/train_fr.py --data lfw --image-size 64 --defence none --public-fraction 0.367  # attack target
+    python examples/train_fr.py --data lfw --image-size 64 --defence dpsgd --noise-multiplier 1.0
+    python examples/train_fr.py --data lfw --image-size 64 --defence nls --smoothing -0.05
 
 With ``--public-fraction`` the identities are split first (identity-disjoint, seeded): the model trains on the
 private identities only, and ``split.npz`` records both sides (``private_idx``, ``public_idx``, indices into the
@@ -14,7 +16,10 @@ data set), which is what ``examples/evaluate_privacy.py`` needs to attack the mo
 Defences: none (pixels, no masking, no mixing); dct (the block DCT with every channel kept: the undefended
 frequency-domain model); mask (frequency masking, no mixing); fixed (masking + k-way
 mixing with a fixed k); random (k drawn per sample from --k-values); policy (a saved mixing agent chooses k,
-through the env). Metrics: closed-set identification top-1/top-5 on held-out images of the training identities,
+through the env); and two standard model-inversion defences on the undefended frequency input (all channels, as
+dct): dpsgd (DP-SGD through Opacus, ``fr_models.dp``; the model's batch norms become group norms) and nls
+(negative label smoothing, Struppek et al. 2024: soft labels ``(1 - a) * onehot + a / C`` with ``a`` ramped from
+0 to ``--smoothing`` < 0 over the first half of training). Metrics: closed-set identification top-1/top-5 on held-out images of the training identities,
 time per training epoch, and for LFW the 10-fold verification on the official pairs, reported for all pairs and
 apart for pairs whose identities were not in training. This is the utility half of every later comparison.
 """
@@ -32,11 +37,14 @@ import torch
 from fr_models import FRConfig, FRTrainer, extract_embeddings, identification_accuracy, images_to_tensor
 from fr_models.data import load_faces, load_lfw_pairs, split_identities, split_per_identity
 from fr_models.evaluation import verification_scores, verify_kfold
+from fr_models.dp import fit_dp
 from fr_models.training import fit
 from mixup_env import ChannelMask, FrequencyMasking, mix_batch
 from mixup_env.transform import input_metadata
 
-DEFENCES = ("none", "dct", "mask", "fixed", "random", "policy")
+DEFENCES = ("none", "dct", "mask", "fixed", "random", "policy", "dpsgd", "nls")
+#: defences whose input is the block DCT with every channel kept (no masking)
+ALL_CHANNELS = ("dct", "dpsgd", "nls")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,10 +64,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hflip", action="store_true", help="mirror training faces at random (exactly, in the DCT domain)")
+    p.add_argument("--noise-multiplier", type=float, default=1.0, help="DP-SGD noise over the clipping norm")
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="DP-SGD per-sample gradient clipping norm")
+    p.add_argument("--delta", type=float, default=1e-5, help="DP-SGD: the delta of the reported epsilon")
+    p.add_argument("--smoothing", type=float, default=-0.05, help="nls: the final (negative) label smoothing")
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--public-fraction", type=float, default=None,
                    help="hold out this fraction of identities as the attacker's public faces (not trained on)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the private/public identity split "
+                   "(default: --seed); fix it to train several seeds on the same private identities")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("runs/fr"))
     p.add_argument("--no-progress", action="store_true")
@@ -68,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--defence policy needs --policy PATH")
     if args.epochs < 1:
         p.error("--epochs must be >= 1")
+    if args.defence == "nls" and not -1 < args.smoothing < 0:
+        p.error(f"--smoothing must lie in (-1, 0) for negative label smoothing, got {args.smoothing}")
+    if args.defence == "dpsgd" and not (args.noise_multiplier > 0 and args.max_grad_norm > 0 and 0 < args.delta < 1):
+        p.error("--noise-multiplier and --max-grad-norm must be > 0 and --delta in (0, 1)")
     if args.backbone is None:
         args.backbone = "pixel" if args.defence == "none" else "grid"
     if (args.backbone == "pixel") != (args.defence == "none"):
@@ -81,11 +99,12 @@ def main(argv: list[str] | None = None) -> dict:
     faces = data = load_faces(args.data)
     split: dict[str, np.ndarray] = {}
     if args.public_fraction is not None:
-        split["private_idx"], split["public_idx"] = split_identities(data.labels, args.public_fraction, args.seed)
+        split_seed = args.seed if args.split_seed is None else args.split_seed
+        split["private_idx"], split["public_idx"] = split_identities(data.labels, args.public_fraction, split_seed)
         faces = data.subset(split["private_idx"])
     train_idx, test_idx = split_per_identity(faces.labels, args.test_fraction, args.seed)
     labels = torch.from_numpy(faces.labels).to(args.device)
-    dropped = () if args.defence == "dct" else None  # dct: every channel kept (frequency domain, undefended)
+    dropped = () if args.defence in ALL_CHANNELS else None  # every channel kept (frequency domain, no mask)
     masking = FrequencyMasking(ChannelMask(dropped, planes=faces.planes)).to(args.device)
 
     def prepare(images: np.ndarray) -> torch.Tensor:
@@ -98,11 +117,14 @@ def main(argv: list[str] | None = None) -> dict:
     inputs = prepare(faces.images)
     x_train, y_train = inputs[train_idx], labels[train_idx]
     progress = not args.no_progress
+    extra: dict = {}
     if args.defence == "policy":
-        trainer, epoch_seconds = train_with_policy(args, faces, len(train_idx))
+        trainer, epoch_seconds, k_counts = train_with_policy(args, faces, len(train_idx))
+        extra["k_distribution"] = {str(k): c / sum(k_counts.values()) for k, c in sorted(k_counts.items())}
     else:
         config = FRConfig(in_channels=int(inputs.shape[1]), input_size=(int(inputs.shape[2]), int(inputs.shape[3])),
-                          num_classes=faces.num_classes, backbone=args.backbone, head=args.head, lr=args.lr)
+                          num_classes=faces.num_classes, backbone=args.backbone, head=args.head, lr=args.lr,
+                          norm="group" if args.defence == "dpsgd" else "batch")
         trainer = FRTrainer(config, args.device, seed=args.seed)
         trainer.backbone.set_input_stats(x_train.mean(dim=(0, 2, 3)), x_train.std(dim=(0, 2, 3)))
         ks = torch.tensor(args.k_values, device=args.device)
@@ -116,15 +138,24 @@ def main(argv: list[str] | None = None) -> dict:
             return r.inputs, r.soft_labels
 
         flip = (lambda x: x.flip(-1)) if args.defence == "none" else masking.hflip
-        history = fit(trainer, x_train, y_train, args.epochs, args.batch_size, args.seed,
-                      mix=mix if args.defence in ("fixed", "random") else None,
-                      flip=flip if args.hflip else None, progress=progress)
+        if args.defence == "dpsgd":
+            history = fit_dp(trainer, x_train, y_train, args.epochs, args.batch_size, args.seed, args.noise_multiplier,
+                             args.max_grad_norm, args.delta, flip=flip if args.hflip else None, progress=progress)
+            extra["dp"] = {k: v for k, v in history.items() if k not in ("epoch_seconds", "epoch_losses")}
+        else:
+            targets_fn = mix if args.defence in ("fixed", "random") else None
+            if args.defence == "nls":
+                targets_fn = negative_smoothing(args.smoothing, faces.num_classes,
+                                                args.epochs * (len(train_idx) // args.batch_size))
+            history = fit(trainer, x_train, y_train, args.epochs, args.batch_size, args.seed, mix=targets_fn,
+                          flip=flip if args.hflip else None, progress=progress)
         epoch_seconds = history["epoch_seconds"]
 
     trainer.metadata = {**input_metadata(None if args.defence == "none" else masking,
                                          args.image_size or faces.image_shape),
                         "class_names": list(faces.names), "defence": args.defence,
-                        "k": args.k if args.defence == "fixed" else None, "k_values": list(args.k_values)}
+                        "k": args.k if args.defence == "fixed" else None, "k_values": list(args.k_values),
+                        **({"k_distribution": extra["k_distribution"]} if "k_distribution" in extra else {})}
     emb = extract_embeddings(trainer.backbone, inputs[test_idx], progress=progress, device=args.device)
     trainer.head.eval()
     with torch.no_grad():
@@ -138,6 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
         "chance_top1": 1.0 / faces.num_classes,
         "seconds_per_epoch": float(np.median(epoch_seconds)),
         "epoch_seconds": [float(t) for t in epoch_seconds],
+        "updates": trainer.updates,
+        **extra,
     }
     if Path(faces.source).name == "lfw.npz":
         metrics["verification"] = verify_lfw(trainer, faces, prepare, Path(faces.source).parent, progress)
@@ -174,8 +207,24 @@ def verify_lfw(trainer: FRTrainer, faces, prepare, folder: Path, progress: bool)
     return out
 
 
-def train_with_policy(args: argparse.Namespace, faces, n_train: int) -> tuple[FRTrainer, list[float]]:
-    """A saved agent chooses k through the env for ``epochs`` worth of FR updates."""
+def negative_smoothing(final: float, num_classes: int, updates: int):
+    """Negative label smoothing as a :data:`fr_models.training.MixFn` (the faces are left as they are): soft labels
+    ``(1 - a) * onehot + a / C``, ``a`` ramped linearly from 0 to ``final`` over the first half of ``updates`` and
+    kept there (Struppek et al. 2024 start from positive or zero smoothing and turn negative during training)."""
+    step = [0]
+
+    def smooth(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        a = final * min(1.0, step[0] / max(1.0, updates / 2))
+        step[0] += 1
+        onehot = torch.nn.functional.one_hot(y, num_classes).to(x.dtype)
+        return x, (1 - a) * onehot + a / num_classes
+
+    return smooth
+
+
+def train_with_policy(args: argparse.Namespace, faces, n_train: int) -> tuple[FRTrainer, list[float], dict[int, int]]:
+    """A saved agent chooses k through the env for ``epochs`` worth of FR updates; also returns how often it chose
+    each k (over every mixed face)."""
     import gymnasium as gym
 
     from agents import ALGORITHMS, Reinforce, run_episode
@@ -187,9 +236,11 @@ def train_with_policy(args: argparse.Namespace, faces, n_train: int) -> tuple[FR
                    split_seed=args.seed, device=args.device)
     agent = Reinforce.load(args.policy, env) if args.policy_algo == "reinforce" else ALGORITHMS[args.policy_algo].load(args.policy)
     t0 = time.perf_counter()
-    run_episode(agent, env, seed=args.seed)
+    episode = run_episode(agent, env, seed=args.seed)
     per_epoch = (time.perf_counter() - t0) / args.epochs
-    return env.unwrapped.trainer, [per_epoch] * args.epochs
+    ks, counts = np.unique(np.concatenate([np.asarray(i["k_per_sample"]).reshape(-1) for i in episode.infos]),
+                           return_counts=True)
+    return env.unwrapped.trainer, [per_epoch] * args.epochs, {int(k): int(c) for k, c in zip(ks, counts)}
 
 
 if __name__ == "__main__":
