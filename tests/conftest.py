@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` (a script, not a package) as the module ``example_<name>``."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 #: Small and fast: 16-image batches, a narrow backbone, a few steps.
 TINY_ENV: dict[str, Any] = {"batch_size": 16, "episode_steps": 6, "eval_every": 3, "widths": (8, 16), "embedding_dim": 32}

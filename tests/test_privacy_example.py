@@ -3,15 +3,14 @@ on tiny settings, and their errors."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import load_example
 from fr_models import FRTrainer
 from fr_models.data import load_faces
 
@@ -20,15 +19,8 @@ TINY = ["--min-updates", "1", "--evaluator-epochs", "3", "--prior-epochs", "1", 
         "--decoder-epochs", "1", "--unmix-epochs", "1", "--grid-identities", "3", "--no-progress"]
 
 
-def example(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-train_fr, evaluate_privacy, pareto_report = example("train_fr"), example("evaluate_privacy"), example("pareto_report")
+train_fr, evaluate_privacy = load_example("train_fr"), load_example("evaluate_privacy")
+pareto_report = load_example("pareto_report")
 
 
 @pytest.fixture(scope="module")
