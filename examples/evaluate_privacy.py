@@ -19,7 +19,8 @@ reconstruction (``fr_models.attacks.evaluator``). Attacks (``--attacks``):
 
 Writes ``privacy.json`` (metrics per attack, the privacy score, times, settings, and the model's utility from the
 ``metrics.json`` beside it), ``reconstructions.png`` (per identity, a real private face next to each attack's
-reconstruction; the same images as uint8 arrays in ``reconstructions.npz``) and ``evaluator.pt`` (reused by later runs on the same private identities), and prints a table.
+reconstruction; the same images as uint8 arrays in ``reconstructions.npz``) and ``evaluator.pt`` (reused by later
+runs on the same private identities), and prints a table.
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def _load_example(name: str):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=None, help="data sets (default: lfw att_faces extended_yaleb; "
                    "--quick: att_faces)")
     p.add_argument("--defences", nargs="+", default=list(DEFENCES), choices=list(DEFENCES))
@@ -607,7 +608,8 @@ def write_report(args: argparse.Namespace) -> Path:
           "Defences (`train_fr.py` arguments): " + "; ".join(f"{n}: `{' '.join(a)}`" for n, a in DEFENCES.items()) +
           ". Identity split seed 0 for every cell (the seed varies the model's initialisation, batch order, mixing "
           "and the attacks); batch 64, AdamW lr 1e-3, mirroring, grid backbone, softmax head.", "",
-          "Versions (of the machine that wrote this page): " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
+          "Versions (of the machine that wrote this page): "
+          + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
           "", f"Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", ""]
     return atomic_write(args.report, lambda tmp: tmp.write_text("\n".join(L)))
 

@@ -19,7 +19,8 @@ mixing with a fixed k); random (k drawn per sample from --k-values); policy (a s
 through the env); and two standard model-inversion defences on the undefended frequency input (all channels, as
 dct): dpsgd (DP-SGD through Opacus, ``fr_models.dp``; the model's batch norms become group norms) and nls
 (negative label smoothing, Struppek et al. 2024: soft labels ``(1 - a) * onehot + a / C`` with ``a`` ramped from
-0 to ``--smoothing`` < 0 over the first half of training). Metrics: closed-set identification top-1/top-5 on held-out images of the training identities,
+0 to ``--smoothing`` < 0 over the first half of training). Metrics: closed-set identification top-1/top-5 on
+held-out images of the training identities,
 time per training epoch, and for LFW the 10-fold verification on the official pairs, reported for all pairs and
 apart for pairs whose identities were not in training. This is the utility half of every later comparison.
 """

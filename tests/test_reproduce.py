@@ -190,7 +190,8 @@ def test_reproduce_runs_cells_resumes_and_regenerates_the_report(tiny, tmp_path,
     assert set(cell["attacks"]) == set(reproduce.ATTACKS) and 0 <= cell["privacy_all"] <= cell["privacy_model"] <= 1
     updates = {json.loads(c.read_text())["utility"]["updates"] for c in cells}
     assert len(updates) == 1 and updates.pop() > 0 and cell["settings"]["defence"] == "fixed2"  # same updates
-    assert reproduce.decode_thumbnails(cell["thumbnails"]["whitebox_vae"]).shape == (3, reproduce.THUMB, reproduce.THUMB)
+    side = reproduce.THUMB
+    assert reproduce.decode_thumbnails(cell["thumbnails"]["whitebox_vae"]).shape == (3, side, side)
     policy = json.loads(cells[2].read_text())
     assert sum(policy["k_distribution"].values()) == pytest.approx(1.0) and 2 <= policy["mean_k"] <= 6
     assert all(c.stat().st_size < 30_000 for c in cells)  # small files, fit for the repository
@@ -244,5 +245,6 @@ def test_verdict_names_dominated_defences_and_compares_policies_at_matched_accur
     text = "\n".join(lines)
     assert "**Dominated**: mask, fixed2." in text  # ppo is more accurate than fixed2 and more private
     assert "**reinforce** (top-1 0.257, privacy 0.797) **does not beat**: it ties" in lines[2]
-    assert "accuracy, fixed6 (top-1 0.252, privacy 0.802" in lines[2] and "collapsed to one k: k = 6 for 97% of the faces" in lines[2]
+    assert "accuracy, fixed6 (top-1 0.252, privacy 0.802" in lines[2]
+    assert "collapsed to one k: k = 6 for 97% of the faces" in lines[2]
     assert "**ppo** (top-1 0.407, privacy 0.702) **beats** the best fixed k at matched accuracy, fixed2" in lines[3]
