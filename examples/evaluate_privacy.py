@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "model's own: 1 for mask-only, its k for fixed, its k set for random/policy)")
     p.add_argument("--min-updates", type=int, default=MIN_UPDATES, help="fewest updates of every attack network "
                    "and of the evaluator, however few the faces")
+    p.add_argument("--judge-min-updates", type=int, default=None, help="fewest updates of the evaluator and the "
+                   "VAE prior, which are trained once and reused (default: --min-updates)")
     p.add_argument("--grid-identities", type=int, default=8, help="rows of the reconstruction grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -98,6 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  "grid_identities"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.judge_min_updates is None:
+        args.judge_min_updates = args.min_updates
+    elif args.judge_min_updates < 1:
+        p.error("--judge-min-updates must be >= 1")
     if args.identities is not None and args.identities < 2:
         p.error("--identities must be >= 2")
     if args.mix_k is not None and min(args.mix_k) < 1:
@@ -163,7 +169,7 @@ def vae_prior(args: argparse.Namespace, x_pub: torch.Tensor, public_names: list[
         print(f"VAE prior: {path} was fitted to other public faces; training a new one")
     t0 = time.perf_counter()
     prior = fit_vae(x_pub, epochs=args.prior_epochs, seed=args.seed, device=args.device, progress=progress,
-                    min_updates=args.min_updates)
+                    min_updates=args.judge_min_updates)
     prior.save(path, list(public_names))
     print(f"VAE prior: trained in {time.perf_counter() - t0:.0f} s, saved {path}")
     return prior
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         t0 = time.perf_counter()
         evaluator = train_evaluator(x_priv, y_priv, names, epochs=args.evaluator_epochs, seed=args.seed,
-                                    device=args.device, progress=progress, min_updates=args.min_updates)
+                                    device=args.device, progress=progress, min_updates=args.judge_min_updates)
         evaluator.save(ev_path)
         print(f"evaluator: trained in {time.perf_counter() - t0:.0f} s, held-out top-1 {evaluator.val_accuracy:.3f}")
 

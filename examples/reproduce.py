@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from fr_models.attacks._loop import MIN_UPDATES
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = Path(__file__).resolve().parent
 
@@ -48,6 +50,10 @@ DATASETS: dict[str, dict[str, Any]] = {
     "synthetic": {"image_size": None, "public_fraction": 0.3, "epochs": 2},  # for the tests only
 }
 #: defence name -> train_fr.py arguments (policies add their agent)
+#: the env id each policy acts on (train_fr.py's --policy-env-id defaults to the per-sample discrete one)
+POLICY_ENV_IDS: dict[str, str] = {"reinforce": "mixup_env/FrequencyMixupPerSample-v0",
+                                  "ppo": "mixup_env/FrequencyMixupPerSample-v0",
+                                  "sac": "mixup_env/FrequencyMixupPerSampleContinuous-v0"}
 DEFENCES: dict[str, list[str]] = {
     "none": ["--defence", "dct"],
     "mask": ["--defence", "mask"],
@@ -55,8 +61,7 @@ DEFENCES: dict[str, list[str]] = {
     "random": ["--defence", "random"],
     "reinforce": ["--defence", "policy", "--policy-algo", "reinforce"],
     "ppo": ["--defence", "policy", "--policy-algo", "ppo"],
-    "sac": ["--defence", "policy", "--policy-algo", "sac",
-            "--policy-env-id", "mixup_env/FrequencyMixupPerSampleContinuous-v0"],
+    "sac": ["--defence", "policy", "--policy-algo", "sac", "--policy-env-id", POLICY_ENV_IDS["sac"]],
     "dpsgd": ["--defence", "dpsgd", "--noise-multiplier", "1.0", "--max-grad-norm", "1.0", "--delta", "1e-5"],
     "nls": ["--defence", "nls", "--smoothing", "-0.05"],
 }
@@ -117,6 +122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.report = args.report or (base / "RESULTS.md" if base else ROOT / "docs" / "RESULTS.md")
     args.attack = dict(QUICK_ATTACKS if args.quick else ATTACK_SETTINGS)
     args.agent = dict(QUICK_AGENT if args.quick else AGENT_SETTINGS)
+    # the evaluator and the prior are trained once per data set (by its first cell) and judge every cell: the
+    # cells' small min_updates keeps the per-cell attack networks fast, but would leave the judges of AT&T's few
+    # faces half trained
+    args.judge_updates = args.attack["min_updates"] if args.quick else MIN_UPDATES
     return args
 
 
@@ -186,8 +195,7 @@ def train_agent(args: argparse.Namespace, data: str, algo: str, seed: int, path:
     faces = load_faces(data)
     private_idx, _ = split_identities(faces.labels, s["public_fraction"], 0)
     private = faces.subset(private_idx)
-    env_id = DEFENCES[algo][DEFENCES[algo].index("--policy-env-id") + 1] if "--policy-env-id" in DEFENCES[algo] \
-        else "mixup_env/FrequencyMixupPerSample-v0"
+    env_id = POLICY_ENV_IDS[algo]
     kwargs = dict(data=private, image_size=s["image_size"], episode_steps=args.agent["episode_steps"],
                   eval_every=args.agent["episode_steps"], hflip=True, split_seed=seed)
     t0 = time.perf_counter()
@@ -205,49 +213,11 @@ def train_agent(args: argparse.Namespace, data: str, algo: str, seed: int, path:
     return time.perf_counter() - t0
 
 
-def judge_updates() -> int:
-    """Fewest updates of the evaluator and the VAE prior in the full grid."""
-    from fr_models.attacks._loop import MIN_UPDATES
-
-    return MIN_UPDATES
-
-
 def judge_paths(args: argparse.Namespace, data: str) -> tuple[Path, Path]:
     """Where the data set's evaluator and VAE prior live (shared by every cell of the data set)."""
     work = args.work / data
     return (work / f"evaluator_e{args.attack['evaluator_epochs']}.pt",
             work / f"vae_prior_e{args.attack['prior_epochs']}.pt")
-
-
-def prepare_judges(args: argparse.Namespace, data: str) -> None:
-    """Train the evaluator (on the private faces) and the VAE prior (on the public ones) once per data set, with at
-    least ``fr_models.attacks._loop.MIN_UPDATES`` updates each: the cells' ``min_updates`` is cut to keep the
-    per-cell attack networks fast, and AT&T's few faces would otherwise leave the judge half trained."""
-    from fr_models.attacks import fit_vae, train_evaluator
-    from fr_models.data import images_to_tensor, load_faces, split_identities
-
-    ev_path, prior_path = judge_paths(args, data)
-    if ev_path.is_file() and prior_path.is_file():
-        return
-    s = data_settings(args, data)
-    faces = load_faces(data)
-    private_idx, public_idx = split_identities(faces.labels, s["public_fraction"], 0)
-    priv, pub = faces.subset(private_idx), faces.subset(public_idx)
-    size = s["image_size"] or faces.image_shape
-    min_updates = judge_updates() if not args.quick else args.attack["min_updates"]
-    if not ev_path.is_file():
-        import torch
-
-        names = priv.names or [str(c) for c in range(priv.num_classes)]
-        evaluator = train_evaluator(images_to_tensor(priv.images, size), torch.from_numpy(priv.labels), names,
-                                    epochs=args.attack["evaluator_epochs"], seed=0, progress=not args.no_progress,
-                                    min_updates=min_updates)
-        evaluator.save(ev_path)
-        print(f"{data}: evaluator held-out top-1 {evaluator.val_accuracy:.3f}", flush=True)
-    if not prior_path.is_file():
-        prior = fit_vae(images_to_tensor(pub.images, size), epochs=args.attack["prior_epochs"], seed=0,
-                        progress=not args.no_progress, min_updates=min_updates)
-        prior.save(prior_path, list(pub.names))
 
 
 def run_cell(args: argparse.Namespace, data: str, defence: str, seed: int) -> dict[str, Any]:
@@ -271,10 +241,10 @@ def run_cell(args: argparse.Namespace, data: str, defence: str, seed: int) -> di
     metrics = train_fr.main(train_argv)
     record["train_seconds"] = round(time.perf_counter() - t0, 1)
     a = args.attack
-    prepare_judges(args, data)
     ev_path, prior_path = judge_paths(args, data)
     attack_argv = ["--model", str(out / "fr_model.pt"), "--data", data, "--attacks", *ATTACKS, "--seed", str(seed),
                    "--evaluator", str(ev_path), "--prior", str(prior_path),
+                   "--judge-min-updates", str(args.judge_updates),
                    "--out", str(out / "privacy"), "--grid-identities", str(THUMB_IDS)]
     for key, value in a.items():
         attack_argv += [f"--{key.replace('_', '-')}", str(value)]
@@ -597,10 +567,10 @@ def write_report(args: argparse.Namespace) -> Path:
           "(env steps of the agent's own training on the private faces, then one FR training run of the grid's "
           "length under the trained policy, which is the cell's model).", "",
           f"Evaluator and VAE prior: trained once per data set on the identity split of seed 0 (evaluator: private "
-          f"faces; prior: public faces) for at least {judge_updates()} updates in the full grid; every cell reuses "
+          f"faces; prior: public faces) for at least {MIN_UPDATES} updates in the full grid; every cell reuses "
           "them. The attack "
           "budgets are smaller than `docs/privacy.md`'s single-model runs (fewer identities, steps, restarts and "
-          "decoder passes), so that the grid fits in about 2 hours on 2 cores: the absolute leakage is a lower "
+          "decoder passes), to keep the grid's compute (measured below) small: the absolute leakage is a lower "
           "bound, the comparison between defences is like for like.", "",
           "Compute per data set (summed over its cells, agents included): " + "; ".join(
               f"{d}: {sum(c.get('cell_seconds', 0.0) for dd in table[d].values() for c in dd['cells']) / 60:.0f} min"

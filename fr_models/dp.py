@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fr_models.trainer import FRTrainer
+from fr_models.training import random_flip
 
 __all__ = ["fit_dp"]
 
@@ -106,8 +107,7 @@ def fit_dp(
                 continue
             x, y = inputs[idx], labels[idx]
             if flip is not None:
-                which = torch.from_numpy(rng.random(len(idx)) < 0.5).to(x.device)
-                x = torch.where(which.view(-1, *([1] * (x.ndim - 1))), flip(x), x)
+                x = random_flip(x, flip, rng)
             optimizer.zero_grad(set_to_none=True)
             loss = module(x, y).mean()
             if not torch.isfinite(loss):

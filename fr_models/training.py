@@ -15,10 +15,16 @@ from tqdm.auto import tqdm
 
 from fr_models.trainer import FRTrainer
 
-__all__ = ["MixFn", "fit"]
+__all__ = ["MixFn", "fit", "random_flip"]
 
 #: ``(inputs, labels, generator) -> (mixed inputs, soft labels)``.
 MixFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def random_flip(x: torch.Tensor, flip: Callable[[torch.Tensor], torch.Tensor], rng: np.random.Generator) -> torch.Tensor:
+    """Mirror each item of the batch ``x`` with probability 1/2 (one draw per item from ``rng``)."""
+    which = torch.from_numpy(rng.random(len(x)) < 0.5).to(x.device)
+    return torch.where(which.view(-1, *([1] * (x.ndim - 1))), flip(x), x)
 
 
 def fit(
@@ -59,8 +65,7 @@ def fit(
             idx = order[i : i + batch_size]
             x, y = inputs[idx], labels[idx]
             if flip is not None:
-                which = torch.from_numpy(rng.random(len(idx)) < 0.5).to(x.device)
-                x = torch.where(which.view(-1, *([1] * (x.ndim - 1))), flip(x), x)
+                x = random_flip(x, flip, rng)
             targets: torch.Tensor = y
             if mix is not None:
                 x, targets = mix(x, y, gen)

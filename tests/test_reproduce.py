@@ -168,6 +168,15 @@ def test_data_level_mix_follows_the_recorded_k_distribution():
         evaluate_privacy.make_mix([2, 3], [1.0])
 
 
+def test_judge_min_updates_defaults_to_min_updates_and_is_checked(capsys):
+    args = evaluate_privacy.parse_args(["--model", "m.pt", "--min-updates", "7"])
+    assert args.judge_min_updates == 7
+    assert evaluate_privacy.parse_args(["--model", "m.pt", "--judge-min-updates", "600"]).judge_min_updates == 600
+    with pytest.raises(SystemExit):
+        evaluate_privacy.parse_args(["--model", "m.pt", "--judge-min-updates", "0"])
+    assert "--judge-min-updates must be >= 1" in capsys.readouterr().err
+
+
 # --- reproduce.py ----------------------------------------------------------------------------------------------
 TINY_ATTACKS = {"identities": 3, "steps": 2, "restarts": 1, "views": 1, "decoder_epochs": 1, "unmix_epochs": 1,
                 "min_updates": 1, "evaluator_epochs": 1, "prior_epochs": 1}
