@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 #: The small configuration the soak runs by default: every part of a step runs, each part is cheap.
-TINY: dict[str, Any] = {"batch_size": 16, "widths": (8, 16), "embedding_dim": 32, "image_size": 32,
+TINY: dict[str, Any] = {"batch_size": 16, "recipe": "tiny", "image_size": 32,
                         "episode_steps": 200, "eval_every": 50}
 
 

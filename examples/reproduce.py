@@ -197,7 +197,8 @@ def train_agent(args: argparse.Namespace, data: str, algo: str, seed: int, path:
     private = faces.subset(private_idx)
     env_id = POLICY_ENV_IDS[algo]
     kwargs = dict(data=private, image_size=s["image_size"], episode_steps=args.agent["episode_steps"],
-                  eval_every=args.agent["episode_steps"], hflip=True, split_seed=seed)
+                  eval_every=args.agent["episode_steps"], hflip=True, split_seed=seed, recipe="legacy",
+                  storage="float32", recalibrate_norms=False)
     t0 = time.perf_counter()
     if algo == "reinforce":
         agent = Reinforce(gym.make(env_id, **kwargs), seed=seed)
@@ -227,7 +228,9 @@ def run_cell(args: argparse.Namespace, data: str, defence: str, seed: int) -> di
     work = args.work / data
     out = work / f"{defence}_s{seed}"
     record: dict[str, Any] = {}
-    train_argv = ["--data", data, "--public-fraction", str(s["public_fraction"]), "--epochs", str(s["epochs"]),
+    # the grid keeps the models it was computed with (fr_models.recipes "legacy") until it is rerun on the new ones
+    train_argv = ["--data", data, "--recipe", "legacy", "--no-recalibrate-norms", "--public-fraction", str(s["public_fraction"]),
+                  "--epochs", str(s["epochs"]),
                   "--hflip", "--seed", str(seed), "--split-seed", "0", "--out", str(out), *DEFENCES[defence]]
     if s["image_size"]:
         train_argv += ["--image-size", str(s["image_size"])]

@@ -36,12 +36,14 @@ import numpy as np
 import torch
 
 from fr_models import FRConfig, FRTrainer, extract_embeddings, identification_accuracy, images_to_tensor
+from fr_models.backbones import BACKBONES
 from fr_models.data import load_faces, load_lfw_pairs, split_identities, split_per_identity
-from fr_models.evaluation import verification_scores, verify_kfold
+from fr_models.evaluation import balanced_accuracy, chance_levels, verification_scores, verify_kfold
 from fr_models.dp import fit_dp
-from fr_models.training import fit
+from fr_models.recipes import RECIPES, default_recipe, get_recipe
+from fr_models.training import calibration_subset, channel_stats, fit
 from mixup_env import ChannelMask, FrequencyMasking, mix_batch
-from mixup_env.transform import input_metadata
+from mixup_env.transform import COLOURS, UPSAMPLE_FACTORS, input_metadata
 
 DEFENCES = ("none", "dct", "mask", "fixed", "random", "policy", "dpsgd", "nls")
 #: defences whose input is the block DCT with every channel kept (no masking)
@@ -51,6 +53,9 @@ ALL_CHANNELS = ("dct", "dpsgd", "nls")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="synthetic", help="'synthetic', a .npz path, or a name under $MIXUP_ENV_DATA")
+    p.add_argument("--recipe", default=None, choices=list(RECIPES), help="model and training settings "
+                   "(fr_models.recipes); default: 'real' for real faces, 'small' for the synthetic ones. The options "
+                   "below override single settings")
     p.add_argument("--image-size", type=int, default=None, help="crop and resize faces (a multiple of 16)")
     p.add_argument("--defence", default="mask", choices=DEFENCES)
     p.add_argument("--k", type=int, default=3, help="images per mix for --defence fixed")
@@ -58,13 +63,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--policy", type=Path, default=None, help="saved agent for --defence policy")
     p.add_argument("--policy-algo", default="reinforce", choices=["reinforce", "ppo", "a2c", "sac"])
     p.add_argument("--policy-env-id", default="mixup_env/FrequencyMixupPerSample-v0")
-    p.add_argument("--backbone", default=None, help="grid / unblock (frequency) or pixel; default: pixel for "
-                   "--defence none, grid otherwise")
-    p.add_argument("--head", default="softmax", choices=["softmax", "arcface", "cosface"])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--hflip", action="store_true", help="mirror training faces at random (exactly, in the DCT domain)")
+    p.add_argument("--backbone", default=None, help=f"one of {', '.join(BACKBONES)}: resnet takes pixels (--defence "
+                   "none) and frequency maps; grid / unblock frequency maps only, pixel pixels only")
+    p.add_argument("--widths", type=int, nargs="+", default=None, help="stage widths")
+    p.add_argument("--blocks", type=int, nargs="+", default=None, help="residual blocks per stage (resnet)")
+    p.add_argument("--embedding-dim", type=int, default=None)
+    p.add_argument("--head", default=None, choices=["softmax", "arcface", "cosface"])
+    p.add_argument("--upsample", type=int, default=None, choices=list(UPSAMPLE_FACTORS),
+                   help="upsample faces by this factor before the block DCT")
+    p.add_argument("--colour", default=None, choices=list(COLOURS), help="default: grey for grey faces, ycbcr for colour")
+    p.add_argument("--storage", default="float32", choices=["float32", "float16"],
+                   help="dtype of the precomputed model inputs (float16 halves their memory)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--lr-schedule", default=None, choices=["cosine", "constant"])
+    p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirror training faces at random (exactly, in the DCT domain)")
+    p.add_argument("--max-shift", type=int, default=None, help="shift training faces at random by up to this many "
+                   "map positions (whole 8x8 blocks of the upsampled face); pixel models by the same distance in pixels")
+    p.add_argument("--recalibrate-norms", action=argparse.BooleanOptionalAction, default=True,
+                   help="after training, re-estimate batch-norm statistics on clean training faces")
     p.add_argument("--noise-multiplier", type=float, default=1.0, help="DP-SGD noise over the clipping norm")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="DP-SGD per-sample gradient clipping norm")
     p.add_argument("--delta", type=float, default=1e-5, help="DP-SGD: the delta of the reported epsilon")
@@ -81,23 +101,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.defence == "policy" and args.policy is None:
         p.error("--defence policy needs --policy PATH")
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be >= 1")
     if args.defence == "nls" and not -1 < args.smoothing < 0:
         p.error(f"--smoothing must lie in (-1, 0) for negative label smoothing, got {args.smoothing}")
     if args.defence == "dpsgd" and not (args.noise_multiplier > 0 and args.max_grad_norm > 0 and 0 < args.delta < 1):
         p.error("--noise-multiplier and --max-grad-norm must be > 0 and --delta in (0, 1)")
-    if args.backbone is None:
-        args.backbone = "pixel" if args.defence == "none" else "grid"
-    if (args.backbone == "pixel") != (args.defence == "none"):
-        p.error("the pixel backbone goes with --defence none, the frequency backbones (grid, unblock) with the others")
+    if args.backbone is not None and args.backbone not in BACKBONES:
+        p.error(f"unknown backbone {args.backbone!r}; known backbones: {', '.join(BACKBONES)}")
+    if args.backbone == "pixel" and args.defence != "none" or args.backbone in ("grid", "unblock") and args.defence == "none":
+        p.error("the pixel backbone goes with --defence none, the frequency backbones (grid, unblock) with the others; "
+                "resnet goes with every defence")
     return args
+
+
+def resolve_recipe(args: argparse.Namespace, source: str):
+    """The recipe named by ``--recipe`` (or the data's default) with the command line's settings applied; the
+    resolved settings are written back into ``args``."""
+    recipe = get_recipe(args.recipe or default_recipe(source)).replace(
+        backbone=args.backbone, widths=None if args.widths is None else tuple(args.widths),
+        blocks=None if args.blocks is None else tuple(args.blocks), embedding_dim=args.embedding_dim, head=args.head,
+        upsample=args.upsample, image_size=args.image_size, lr=args.lr, weight_decay=args.weight_decay,
+        lr_schedule=args.lr_schedule, batch_size=args.batch_size, epochs=args.epochs, hflip=args.hflip,
+        max_shift=args.max_shift)
+    if args.defence == "none" and recipe.backbone in ("grid", "unblock"):
+        recipe = recipe.replace(backbone="pixel")  # a legacy frequency recipe: its pixel counterpart
+    if args.defence != "none" and recipe.backbone == "pixel":
+        recipe = recipe.replace(backbone="grid")
+    if recipe.backbone != "resnet" and args.upsample is None:
+        recipe = recipe.replace(upsample=1)  # the legacy backbones were designed for maps without upsampling
+    for name in ("backbone", "head", "image_size", "epochs", "batch_size", "lr", "hflip", "max_shift", "upsample"):
+        setattr(args, name, getattr(recipe, name))
+    return recipe
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
     faces = data = load_faces(args.data)
+    recipe = resolve_recipe(args, faces.source)
     split: dict[str, np.ndarray] = {}
     if args.public_fraction is not None:
         split_seed = args.seed if args.split_seed is None else args.split_seed
@@ -106,13 +148,20 @@ def main(argv: list[str] | None = None) -> dict:
     train_idx, test_idx = split_per_identity(faces.labels, args.test_fraction, args.seed)
     labels = torch.from_numpy(faces.labels).to(args.device)
     dropped = () if args.defence in ALL_CHANNELS else None  # every channel kept (frequency domain, no mask)
-    masking = FrequencyMasking(ChannelMask(dropped, planes=faces.planes)).to(args.device)
+    try:
+        masking = FrequencyMasking(ChannelMask(dropped, planes=faces.planes), args.upsample, args.colour).to(args.device)
+        if args.defence != "none":
+            masking.output_size(args.image_size or faces.image_shape)
+    except ValueError as e:
+        raise SystemExit(f"train_fr.py: {e}") from None
+    storage = getattr(torch, args.storage)
+    pixel = args.defence == "none"
 
     def prepare(images: np.ndarray) -> torch.Tensor:
         out = []
-        for i in range(0, len(images), 512):
-            x = images_to_tensor(images[i : i + 512], args.image_size).to(args.device)
-            out.append(x if args.defence == "none" else masking(x))
+        for i in range(0, len(images), 256):
+            x = images_to_tensor(images[i : i + 256], args.image_size).to(args.device)
+            out.append((x if pixel else masking(x)).to(storage))
         return torch.cat(out)
 
     inputs = prepare(faces.images)
@@ -123,11 +172,12 @@ def main(argv: list[str] | None = None) -> dict:
         trainer, epoch_seconds, k_counts = train_with_policy(args, faces, len(train_idx))
         extra["k_distribution"] = {str(k): c / sum(k_counts.values()) for k, c in sorted(k_counts.items())}
     else:
-        config = FRConfig(in_channels=int(inputs.shape[1]), input_size=(int(inputs.shape[2]), int(inputs.shape[3])),
-                          num_classes=faces.num_classes, backbone=args.backbone, head=args.head, lr=args.lr,
-                          norm="group" if args.defence == "dpsgd" else "batch")
-        trainer = FRTrainer(config, args.device, seed=args.seed)
-        trainer.backbone.set_input_stats(x_train.mean(dim=(0, 2, 3)), x_train.std(dim=(0, 2, 3)))
+        try:
+            config = fr_config(recipe, inputs.shape[1:], faces.num_classes, pixel, dpsgd=args.defence == "dpsgd")
+            trainer = FRTrainer(config, args.device, seed=args.seed)
+        except ValueError as e:
+            raise SystemExit(f"train_fr.py: {e}") from None
+        trainer.backbone.set_input_stats(*channel_stats(x_train))
         ks = torch.tensor(args.k_values, device=args.device)
 
         def mix(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
             r = mix_batch(x, y, k, faces.num_classes, 1.0, gen)
             return r.inputs, r.soft_labels
 
-        flip = (lambda x: x.flip(-1)) if args.defence == "none" else masking.hflip
+        flip = (lambda x: x.flip(-1)) if pixel else masking.hflip
+        # a shift by one map position is 8 / upsample pixels of the face: pixel models shift by that distance
+        max_shift = args.max_shift * (8 // args.upsample if pixel and args.backbone == "resnet" else 1)
         if args.defence == "dpsgd":
             history = fit_dp(trainer, x_train, y_train, args.epochs, args.batch_size, args.seed, args.noise_multiplier,
                              args.max_grad_norm, args.delta, flip=flip if args.hflip else None, progress=progress)
@@ -149,10 +201,13 @@ def main(argv: list[str] | None = None) -> dict:
                 targets_fn = negative_smoothing(args.smoothing, faces.num_classes,
                                                 args.epochs * (len(train_idx) // args.batch_size))
             history = fit(trainer, x_train, y_train, args.epochs, args.batch_size, args.seed, mix=targets_fn,
-                          flip=flip if args.hflip else None, progress=progress)
+                          flip=flip if args.hflip else None, progress=progress, max_shift=max_shift)
         epoch_seconds = history["epoch_seconds"]
+        # batch-norm statistics of clean training faces, not of the mixes (a no-op for DP-SGD's group norms)
+        if args.recalibrate_norms:
+            trainer.recalibrate_norms(x_train[torch.from_numpy(calibration_subset(len(x_train), args.seed)).to(args.device)])
 
-    trainer.metadata = {**input_metadata(None if args.defence == "none" else masking,
+    trainer.metadata = {**input_metadata(None if pixel else masking,
                                          args.image_size or faces.image_shape),
                         "class_names": list(faces.names), "defence": args.defence,
                         "k": args.k if args.defence == "fixed" else None, "k_values": list(args.k_values),
@@ -161,13 +216,18 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.head.eval()
     with torch.no_grad():
         logits = trainer.head.logits(emb.to(args.device)).cpu()
+    y_test = faces.labels[test_idx]
+    chance = chance_levels(faces.labels[train_idx], y_test, faces.num_classes)
     metrics: dict = {
         "data": faces.source, "defence": args.defence, "backbone": args.backbone, "head": args.head,
         "image_size": args.image_size, "epochs": args.epochs, "num_identities": faces.num_classes,
         "train_images": len(train_idx), "test_images": len(test_idx),
         "public_identities": int(len(np.unique(data.labels[split["public_idx"]]))) if split else 0,
-        "identification": identification_accuracy(logits, faces.labels[test_idx]),
-        "chance_top1": 1.0 / faces.num_classes,
+        "identification": {**identification_accuracy(logits, y_test), "balanced": balanced_accuracy(logits, y_test)},
+        "chance": chance,
+        "chance_top1": chance["uniform"],
+        "recipe": {**recipe.as_dict(), "upsample": None if pixel else args.upsample,
+                   "colour": None if pixel else masking.colour, "storage": args.storage},
         "seconds_per_epoch": float(np.median(epoch_seconds)),
         "epoch_seconds": [float(t) for t in epoch_seconds],
         "updates": trainer.updates,
@@ -181,14 +241,25 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["args"] = {k: str(v) for k, v in vars(args).items()}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     ident = metrics["identification"]
-    print(f"{args.defence:>7} {args.backbone:>7}: top-1 {ident['top1']:.4f}  top-5 {ident['top5']:.4f}  "
-          f"(chance {metrics['chance_top1']:.4f})  {metrics['seconds_per_epoch']:.2f} s/epoch")
+    print(f"{args.defence:>7} {args.backbone:>7}: top-1 {ident['top1']:.4f}  top-5 {ident['top5']:.4f}  balanced "
+          f"{ident['balanced']:.4f}  (chance: uniform {chance['uniform']:.4f}, majority class "
+          f"{chance['majority_class']:.4f})  {metrics['seconds_per_epoch']:.2f} s/epoch")
     for part, res in metrics.get("verification", {}).items():
         if isinstance(res, dict):
             print(f"  LFW verification, {part}: {res['accuracy_mean']:.4f} ± {res['accuracy_std']:.4f} over "
                   f"{res['num_pairs']} pairs, AUC {res['roc_auc']:.4f}")
     print(f"  saved {args.out / 'metrics.json'}, {args.out / 'fr_model.pt'}, {args.out / 'split.npz'}")
     return metrics
+
+
+def fr_config(recipe, input_shape, num_classes: int, pixel: bool, dpsgd: bool = False) -> FRConfig:
+    """The :class:`FRConfig` of ``recipe`` for inputs of ``input_shape`` (``(C, h, w)``)."""
+    return FRConfig(in_channels=int(input_shape[0]), input_size=(int(input_shape[1]), int(input_shape[2])),
+                    num_classes=num_classes, embedding_dim=recipe.embedding_dim, backbone=recipe.backbone,
+                    widths=recipe.widths, blocks=recipe.blocks if recipe.backbone == "resnet" else None,
+                    stem="pixel" if pixel else "frequency", upsample=recipe.upsample, head=recipe.head,
+                    head_kwargs=dict(recipe.head_kwargs), lr=recipe.lr, weight_decay=recipe.weight_decay,
+                    lr_schedule=recipe.lr_schedule, warmup=recipe.warmup, norm="group" if dpsgd else "batch")
 
 
 def verify_lfw(trainer: FRTrainer, faces, prepare, folder: Path, progress: bool) -> dict:
@@ -231,10 +302,13 @@ def train_with_policy(args: argparse.Namespace, faces, n_train: int) -> tuple[FR
     from agents import ALGORITHMS, Reinforce, run_episode
 
     steps = args.epochs * (n_train // args.batch_size)
-    env = gym.make(args.policy_env_id, data=faces, image_size=args.image_size, k_values=tuple(args.k_values),
-                   batch_size=args.batch_size, episode_steps=steps, eval_every=steps, backbone=args.backbone,
-                   head=args.head, lr=args.lr, hflip=args.hflip, test_fraction=args.test_fraction,
-                   split_seed=args.seed, device=args.device)
+    env = gym.make(args.policy_env_id, data=faces, k_values=tuple(args.k_values), episode_steps=steps,
+                   eval_every=steps, test_fraction=args.test_fraction, split_seed=args.seed, device=args.device,
+                   recipe=args.recipe or default_recipe(faces.source), image_size=args.image_size,
+                   batch_size=args.batch_size, backbone=args.backbone, widths=args.widths, blocks=args.blocks,
+                   embedding_dim=args.embedding_dim, head=args.head, upsample=args.upsample, colour=args.colour,
+                   lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, hflip=args.hflip,
+                   max_shift=args.max_shift, storage=args.storage)
     agent = Reinforce.load(args.policy, env) if args.policy_algo == "reinforce" else ALGORITHMS[args.policy_algo].load(args.policy)
     t0 = time.perf_counter()
     episode = run_episode(agent, env, seed=args.seed)

@@ -1,6 +1,14 @@
-"""Face-recognition backbones that read masked frequency channels and return L2-normalised embeddings.
+"""Face-recognition backbones that read masked frequency channels (or pixels) and return L2-normalised embeddings.
 
-Two designs, chosen by name with :func:`make_backbone`:
+The default, ``"resnet"`` (:class:`FaceResNet`), is a ResNet body of stride-2 stages with two stems: a pixel
+stem (a 3x3 convolution at the image's resolution) and a frequency stem (a 1x1 convolution at the resolution
+of the DCT maps) through which the maps enter the stage whose resolution they match, as in DCTNet (Xu et al.,
+CVPR 2020: the ResNet stem removed, the DCT maps fed to the matching stage). With faces upsampled by ``f``
+before the block DCT (:class:`mixup_env.FrequencyMasking`), the maps have ``f/8`` of the image's side: ``f = 8``
+enters at the first stage (in place of the pixel stem), ``f = 4`` one stage later, and so on. Same body, same
+embedding layer, so pixel and frequency models compare like for like.
+
+Three smaller designs from earlier versions remain, chosen by name with :func:`make_backbone`:
 
 * ``"grid"`` (:class:`FrequencyBackbone`): a small CNN directly on the ``(H/8) x (W/8)`` grid of blocks. Fast,
   but a face shifted by a few pixels changes every block's coefficients, so it generalises less well.
@@ -10,9 +18,8 @@ Two designs, chosen by name with :func:`make_backbone`:
 
 And ``"pixel"`` (:class:`PixelBackbone`), the undefended pixel-domain counterpart (its input is the image).
 
-``python benchmarks/bench_fr.py`` measures all three (top-1, seconds per epoch, LFW verification); its figures
-are in ``docs/benchmarks.md`` (LFW at 64x64: grid 0.25 top-1 at 0.62 s/epoch, unblock 0.33 at 2.89 s, pixel 0.55
-at 1.98 s).
+They are far weaker FR networks (LFW at 64x64: grid 0.25 top-1, unblock 0.33, pixel 0.55, measured in
+``docs/benchmarks.md`` before ``"resnet"`` existed); ``python benchmarks/bench_fr.py`` measures the ResNet.
 """
 
 from __future__ import annotations
@@ -24,11 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BACKBONES", "NORMS", "FrequencyBackbone", "PixelBackbone", "UnblockBackbone", "make_backbone"]
+__all__ = ["BACKBONES", "NORMS", "STEMS", "FaceResNet", "FrequencyBackbone", "PixelBackbone", "UnblockBackbone",
+           "make_backbone"]
 
 #: Normalisation layers a backbone can be built with: ``"batch"`` (the default) or ``"group"`` (per-sample, what
 #: DP-SGD needs: batch norm mixes the samples of a batch, so per-sample gradients and their clipping are undefined).
 NORMS: tuple[str, ...] = ("batch", "group")
+
+#: Input stems of :class:`FaceResNet`: ``"pixel"`` (images) or ``"frequency"`` (block-DCT maps).
+STEMS: tuple[str, ...] = ("pixel", "frequency")
 
 #: Bound on standardised input values: frequency channels are heavy-tailed (up to ~56 standard deviations).
 INPUT_CLIP = 10.0
@@ -182,7 +193,103 @@ class PixelBackbone(_StandardizedInput):
         return F.normalize(self.embed(self.features(self.standardize(x))), dim=1)
 
 
+class _ResidualBlock(nn.Module):
+    """ResNet basic block: two 3x3 convolutions with batch norm, the first with ``stride``; a 1x1 projection on
+    the shortcut where the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (nn.Identity() if cin == cout and stride == 1 else
+                         nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)))
+        self.relu2 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.shortcut(x))
+
+
+class FaceResNet(_StandardizedInput):
+    """A ResNet face body (``(N, C, h, w)`` in, ``(N, D)`` unit vectors out) with a pixel or a frequency stem.
+
+    The body is ``len(widths)`` stages; stage ``i`` halves the resolution and has ``blocks[i]`` residual blocks of
+    width ``widths[i]``. Its first stage starts at the *image* resolution ``R``: the pixel stem (3x3 convolution,
+    ``in_channels -> widths[0]``) runs at ``R``. DCT maps of an image upsampled by ``f`` have resolution
+    ``R * f / 8``; the frequency stem (1x1 convolution at that resolution, to the width the skipped stages would
+    have produced) feeds them to stage ``log2(8 / f)``, the first stage whose input has their resolution. The
+    embedding layer is IResNet's: batch norm, flatten, linear, batch norm (the final maps keep their layout, which
+    carries where on the face a feature is).
+
+    :param in_channels: image planes (pixel stem) or kept frequency channels (frequency stem).
+    :param input_size: ``(h, w)`` of the input: the image for the pixel stem, the maps for the frequency stem.
+    :param embedding_dim: size of the embedding.
+    :param widths: width of each stage.
+    :param blocks: residual blocks per stage (default: one each).
+    :param stem: ``"pixel"`` or ``"frequency"`` (see :data:`STEMS`).
+    :param upsample: for the frequency stem, the factor the faces were upsampled by before the DCT (1, 2, 4, 8).
+    :raises ValueError: a stem, factor or size the body cannot take; the message says what fits.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        input_size: tuple[int, int],
+        embedding_dim: int = 256,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        blocks: Sequence[int] | None = None,
+        stem: str = "frequency",
+        upsample: int = 4,
+    ) -> None:
+        super().__init__(in_channels, input_size, embedding_dim)
+        widths = tuple(int(w) for w in widths)
+        blocks = (1,) * len(widths) if blocks is None else tuple(int(b) for b in blocks)
+        if not widths or min(widths) < 1 or len(blocks) != len(widths) or min(blocks) < 1:
+            raise ValueError(f"the resnet backbone takes positive stage widths and as many positive block counts, got "
+                             f"widths={list(widths)}, blocks={list(blocks)}")
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; accepted: {', '.join(STEMS)}")
+        if stem == "frequency" and (isinstance(upsample, bool) or upsample not in (1, 2, 4, 8)):
+            raise ValueError(f"upsample={upsample!r}: the frequency stem takes maps of faces upsampled by 1, 2, 4 or 8")
+        entry = 0 if stem == "pixel" else {8: 0, 4: 1, 2: 2, 1: 3}[int(upsample)]
+        stages = len(widths)
+        image = tuple(v << entry for v in self.input_size)  # the image resolution R
+        if entry >= stages:
+            raise ValueError(f"maps of faces upsampled by {upsample} skip {entry} stages, but the body has only "
+                             f"{stages}: upsample by more (2, 4 or 8) or give more stage widths")
+        if any(v % (1 << stages) for v in image):
+            raise ValueError(f"a {stages}-stage body halves the resolution {stages} times: the image size "
+                             f"{image[0]}x{image[1]} must be a multiple of {1 << stages} (e.g. 64 or 112)")
+        self.stem_kind, self.upsample, self.entry = stem, int(upsample) if stem == "frequency" else None, entry
+        width_in = widths[entry - 1] if entry > 0 else widths[0]
+        k = 3 if stem == "pixel" else 1
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width_in, k, padding=k // 2, bias=False),
+                                  nn.BatchNorm2d(width_in), nn.ReLU(inplace=True))
+        layers: list[nn.Module] = []
+        c = width_in
+        for i in range(entry, stages):
+            for j in range(blocks[i]):
+                layers.append(_ResidualBlock(c, widths[i], 2 if j == 0 else 1))
+                c = widths[i]
+        self.features = nn.Sequential(*layers)
+        final = (image[0] >> stages, image[1] >> stages)
+        self.embed = nn.Sequential(nn.BatchNorm2d(c), nn.Flatten(), nn.Linear(c * final[0] * final[1], embedding_dim,
+                                                                              bias=False), nn.BatchNorm1d(embedding_dim))
+        if min(widths) < 16:
+            # oneDNN's channels-last convolution backward crashed the process (a double free) on a 1 -> 8 channel
+            # pixel stem (torch 2.14.1, CPU); such narrow models are small anyway, so they keep the standard layout
+            self.memory_format = torch.contiguous_format
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:param x: ``(N, in_channels, h, w)``. :return: ``(N, embedding_dim)`` with unit L2 norm."""
+        return F.normalize(self.embed(self.features(self.stem(self.standardize(x)))), dim=1)
+
+
 BACKBONES: dict[str, type[_StandardizedInput]] = {
+    "resnet": FaceResNet,
     "grid": FrequencyBackbone,
     "unblock": UnblockBackbone,
     "pixel": PixelBackbone,
@@ -206,10 +313,11 @@ def _group_norms(module: nn.Module) -> None:
 
 def make_backbone(
     name: str, in_channels: int, input_size: tuple[int, int], embedding_dim: int, widths: Sequence[int] | None = None,
-    norm: str = "batch",
+    norm: str = "batch", blocks: Sequence[int] | None = None, stem: str = "frequency", upsample: int = 1,
 ) -> _StandardizedInput:
-    """Build a backbone by name (``"grid"``, ``"unblock"`` or ``"pixel"``); ``widths=None`` takes its defaults;
-    ``norm`` is one of :data:`NORMS`."""
+    """Build a backbone by name (one of :data:`BACKBONES`); ``widths=None`` takes its defaults; ``norm`` is one of
+    :data:`NORMS`; ``blocks``, ``stem`` and ``upsample`` are :class:`FaceResNet`'s (the other backbones take a
+    frequency input without upsampling, or pixels for ``"pixel"``)."""
     try:
         cls = BACKBONES[name]
     except KeyError:
@@ -217,7 +325,12 @@ def make_backbone(
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; accepted: {', '.join(NORMS)}")
     args = (in_channels, input_size, embedding_dim) + (() if widths is None else (widths,))
-    net = cls(*args)
+    if cls is FaceResNet:
+        net: _StandardizedInput = FaceResNet(*args, blocks=blocks, stem=stem, upsample=upsample)  # type: ignore[misc]
+    else:
+        if blocks is not None:
+            raise ValueError(f"blocks={list(blocks)}: only the resnet backbone takes block counts")
+        net = cls(*args)
     if norm == "group":
         _group_norms(net)
         net.memory_format = torch.contiguous_format

@@ -38,6 +38,11 @@ __all__ = [
     "split_per_identity",
 ]
 
+#: The built-in synthetic data set: 20 identities x 40 images (64x64). 40 images per identity rather than 20: with
+#: 16 training faces per identity the frequency-domain models stayed below 0.7 clean accuracy at k = 6 after
+#: 200 updates (measured for issue 14); with 32 they reach about 0.9.
+SYNTHETIC_IDENTITIES, SYNTHETIC_IMAGES_PER_IDENTITY = 20, 40
+
 #: Environment variable naming a folder of data sets (``<folder>/<name>/<name>.npz``).
 DATA_ENV_VAR = "MIXUP_ENV_DATA"
 
@@ -234,7 +239,7 @@ def load_faces(source: str | os.PathLike[str] | FaceData | None = None) -> FaceD
 def _default_synthetic() -> tuple[np.ndarray, np.ndarray]:
     """The default synthetic faces, generated once per process (every env built on the default reuses them);
     read-only, so no caller can change what the next one gets."""
-    images, labels = make_synthetic_faces()
+    images, labels = make_synthetic_faces(SYNTHETIC_IDENTITIES, SYNTHETIC_IMAGES_PER_IDENTITY)
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
@@ -255,8 +260,9 @@ def images_to_tensor(
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     if size is not None:
         hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        if min(hw) <= 0 or hw[0] % 8 or hw[1] % 8:
-            raise ValueError(f"image size {hw[0]}x{hw[1]} is not a multiple of 8: accepted positive multiples of 8")
+        if min(hw) <= 0:
+            raise ValueError(f"image size {hw[0]}x{hw[1]} is invalid: accepted positive sizes (the block DCT needs "
+                             "upsample x side to be a multiple of 8, the resnet body a multiple of 16)")
         h, w = x.shape[-2:]
         if crop and h * hw[1] != w * hw[0]:
             ch, cw = (h, round(h * hw[1] / hw[0])) if w * hw[0] > h * hw[1] else (round(w * hw[0] / hw[1]), w)

@@ -3,7 +3,9 @@
 Everything here is written with NumPy (and :func:`scipy.stats.rankdata`), with no scikit-learn dependency.
 
 * :func:`extract_embeddings` runs a backbone over a tensor of inputs in batches, without gradients.
-* :func:`identification_accuracy` gives closed-set top-k accuracy from a ``(N, C)`` logits matrix.
+* :func:`identification_accuracy` gives closed-set top-k accuracy from a ``(N, C)`` logits matrix;
+  :func:`balanced_accuracy` the mean per-identity accuracy, and :func:`chance_levels` what a classifier with no
+  information scores (uniform guessing, and the constant guess of the largest training identity).
 * Verification works on *pairs*: a similarity score per pair (:func:`verification_scores`, cosine similarity) and a
   boolean ``same`` per pair (same identity or not). A pair is accepted as "same" iff ``score > threshold``
   (strictly greater) everywhere in this module.
@@ -30,7 +32,9 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "VerificationResult",
+    "balanced_accuracy",
     "best_threshold",
+    "chance_levels",
     "extract_embeddings",
     "identification_accuracy",
     "roc_auc",
@@ -153,6 +157,44 @@ def identification_accuracy(
     before = np.arange(c)[None, :] < y[:, None]
     rank = np.sum(scores > true, axis=1) + np.sum((scores == true) & before, axis=1)
     return {f"top{k}": float(np.mean(rank < min(int(k), c))) for k in ks}
+
+
+def balanced_accuracy(predictions: Any, labels: Any) -> float:
+    """Mean over identities of the per-identity top-1 accuracy (each identity present in ``labels`` counts once,
+    however many test images it has).
+
+    :param predictions: ``(N,)`` predicted classes (or ``(N, C)`` scores, reduced by ``argmax``).
+    :param labels: ``(N,)`` true classes.
+    :raises ValueError: empty input or a length mismatch.
+    """
+    pred, y = _to_numpy(predictions), _to_numpy(labels).reshape(-1)
+    if pred.ndim == 2:
+        pred = pred.argmax(axis=1)
+    pred = pred.reshape(-1)
+    if len(pred) != len(y) or len(y) == 0:
+        raise ValueError(f"predictions and labels must be non-empty and of the same length, got {len(pred)} and {len(y)}")
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
+def chance_levels(train_labels: Any, test_labels: Any, num_classes: int) -> dict[str, float]:
+    """What identification scores without looking at the faces.
+
+    :param train_labels: the training identities (the majority class is the largest of them).
+    :param test_labels: the test identities.
+    :param num_classes: the number of classes the model chooses among.
+    :return: ``uniform`` (``1 / num_classes``, top-1 of a uniform guess), ``majority_class`` (top-1 of always
+        answering the largest training identity), ``majority_class_balanced`` (its balanced accuracy: 1 over the
+        number of test identities, or 0 when the majority class has no test image).
+    """
+    train, test = _to_numpy(train_labels).reshape(-1), _to_numpy(test_labels).reshape(-1)
+    if len(train) == 0 or len(test) == 0 or num_classes < 1:
+        raise ValueError(f"need training and test labels and num_classes >= 1, got {len(train)}, {len(test)}, "
+                         f"{num_classes}")
+    values, counts = np.unique(train, return_counts=True)
+    majority = values[np.argmax(counts)]  # ties: the smallest label, as argmax would
+    constant = np.full(len(test), majority)
+    return {"uniform": 1.0 / num_classes, "majority_class": float(np.mean(test == majority)),
+            "majority_class_balanced": balanced_accuracy(constant, test)}
 
 
 # -------------------------------------------------------------------------------------------------- verification

@@ -16,7 +16,27 @@ import torch
 from fr_models.backbones import make_backbone
 from fr_models.heads import ClassifierHead, make_head
 
-__all__ = ["CheckpointError", "FRConfig", "FRTrainer", "atomic_torch_save", "atomic_write", "load_checkpoint"]
+__all__ = ["LR_SCHEDULES", "CheckpointError", "FRConfig", "FRTrainer", "atomic_torch_save", "atomic_write",
+           "load_checkpoint", "lr_factor"]
+
+#: Learning-rate schedules of :class:`FRConfig`.
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, update: int, total: int | None, warmup: float) -> float:
+    """The learning rate of update ``update`` (0-based) as a fraction of the peak.
+
+    ``"constant"``: 1. ``"cosine"``: ``(update + 1) / w`` over the first ``w = max(1, warmup * total)`` updates,
+    then ``(1 + cos(pi * t)) / 2`` with ``t`` going from 0 to 1 at ``total``; 0 past ``total``. With ``total``
+    unknown (``None`` or 0) the factor is 1.
+    """
+    if schedule == "constant" or not total:
+        return 1.0
+    w = max(1, int(warmup * total))
+    if update < w:
+        return (update + 1) / w
+    t = min(1.0, (update - w) / max(1, total - w))
+    return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
@@ -106,13 +126,21 @@ class FRConfig:
     :ivar input_size: ``(h, w)`` of the channels.
     :ivar num_classes: number of training identities.
     :ivar embedding_dim: embedding size.
-    :ivar backbone: ``"grid"`` or ``"unblock"`` (see :mod:`fr_models.backbones`).
+    :ivar backbone: one of :data:`fr_models.backbones.BACKBONES` (``"resnet"``, ``"grid"``, ``"unblock"``,
+        ``"pixel"``).
     :ivar widths: backbone widths; ``None`` = the backbone's default.
     :ivar norm: ``"batch"`` or ``"group"`` normalisation (group: per-sample, for DP-SGD).
-    :ivar head: ``"softmax"`` or ``"arcface"``.
+    :ivar head: ``"softmax"``, ``"arcface"`` or ``"cosface"``.
     :ivar head_kwargs: head options (``scale``, ``margin``).
-    :ivar lr: AdamW learning rate.
-    :ivar weight_decay: AdamW weight decay.
+    :ivar lr: AdamW peak learning rate.
+    :ivar weight_decay: AdamW weight decay (decoupled), applied to convolution and linear weights only: never to
+        biases or normalisation parameters.
+    :ivar blocks: residual blocks per stage (``"resnet"`` only; ``None`` = one per stage).
+    :ivar stem: ``"pixel"`` or ``"frequency"`` (``"resnet"`` only).
+    :ivar upsample: the factor faces were upsampled by before the DCT (``"resnet"`` frequency stem only).
+    :ivar lr_schedule: ``"constant"``, or ``"cosine"``: a linear warm-up over the first ``warmup`` fraction of the
+        updates, then a cosine decay to 0 at :attr:`FRTrainer.total_updates`.
+    :ivar warmup: the warm-up fraction of ``"cosine"``, in ``[0, 1)``.
     """
 
     in_channels: int
@@ -126,6 +154,11 @@ class FRConfig:
     head_kwargs: dict[str, float] = field(default_factory=dict)
     lr: float = 1e-3
     weight_decay: float = 5e-4
+    blocks: tuple[int, ...] | None = None
+    stem: str = "frequency"
+    upsample: int = 1
+    lr_schedule: str = "constant"
+    warmup: float = 0.05
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_classes", "embedding_dim"):
@@ -139,6 +172,10 @@ class FRConfig:
         if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
                 and self.weight_decay >= 0):
             raise ValueError(f"weight_decay={self.weight_decay!r} is invalid: accepted a finite number >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; accepted: {', '.join(LR_SCHEDULES)}")
+        if not 0.0 <= float(self.warmup) < 1.0:
+            raise ValueError(f"warmup={self.warmup!r} is invalid: accepted a fraction 0 <= warmup < 1")
 
 
 class FRTrainer:
@@ -157,19 +194,26 @@ class FRTrainer:
                 torch.manual_seed(seed)
             self.backbone = make_backbone(
                 config.backbone, config.in_channels, config.input_size, config.embedding_dim, config.widths,
-                config.norm,
+                config.norm, config.blocks, config.stem, config.upsample,
             ).to(self.device)
             self.head: ClassifierHead = make_head(
                 config.head, config.embedding_dim, config.num_classes, **config.head_kwargs
             ).to(self.device)
         params = list(self.backbone.parameters()) + list(self.head.parameters())
         self._params = params
+        # weight decay on convolution, linear and head weights only; biases and normalisation parameters are
+        # never decayed (decaying batch-norm scales fights the normalisation)
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        #: the number of updates the learning-rate schedule spans (set by whoever knows it: ``fit``, the env);
+        #: ``None``: no decay
+        self.total_updates: int | None = None
         #: why the last :meth:`train_step` skipped its update (``None``: it did not)
         self.last_fault: str | None = None
         # fused: one kernel for the whole update on a GPU, where the many small parameter tensors make the
         # default's per-tensor launches a quarter of an update (measured by benchmarks/run.py --device cuda)
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=self.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=self.device.type == "cuda")
         self.updates = 0
         self.skipped_updates = 0
         #: plain values saved with the weights, e.g. how images become this model's input (set by the trainer's
@@ -191,6 +235,9 @@ class FRTrainer:
         self.head.train()
         buffers = [b for m in (self.backbone, self.head) for b in m.buffers()]
         saved = [b.clone() for b in buffers]  # batch-norm statistics: small, and a NaN batch would poison them
+        lr = self.config.lr * lr_factor(self.config.lr_schedule, self.updates, self.total_updates, self.config.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         losses = self.head(self.backbone(inputs), targets)
         loss = losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -212,6 +259,36 @@ class FRTrainer:
                     b.copy_(s)
             self.skipped_updates += 1
         return losses.detach()
+
+    @torch.no_grad()
+    def recalibrate_norms(self, inputs: torch.Tensor, batch_size: int = 256) -> None:
+        """Re-estimate the batch-norm statistics on clean inputs, at the current weights.
+
+        Batch norm keeps running statistics of what it was trained on; after training on mixed batches those are
+        the statistics of mixes (a mix of k faces has less variance than a face), and an evaluation on clean faces
+        is then normalised wrongly. This replaces them by the exact average over ``inputs`` (batch statistics,
+        as in training), leaving every weight as it is. Models without batch norm are left untouched.
+
+        :param inputs: ``(N, C, h, w)`` clean model inputs (e.g. a fixed subset of the training faces).
+        :param batch_size: faces per forward pass (a last batch of one face is skipped: batch norm needs two).
+        """
+        norms = [m for m in self.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms or len(inputs) < 2:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        self.backbone.train()
+        try:
+            for i in range(0, len(inputs), batch_size):
+                batch = inputs[i : i + batch_size]
+                if len(batch) > 1:
+                    self.backbone(batch.float())
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            self.backbone.eval()
 
     def weights_finite(self) -> bool:
         """Whether every weight and buffer of the model is finite (one device sync; the largest magnitude of
@@ -264,6 +341,7 @@ class FRTrainer:
         cfg = asdict(self.config)
         cfg["input_size"] = list(cfg["input_size"])
         cfg["widths"] = None if cfg["widths"] is None else list(cfg["widths"])
+        cfg["blocks"] = None if cfg["blocks"] is None else list(cfg["blocks"])
         return {
             "config": cfg,
             "backbone": self.backbone.state_dict(),
@@ -271,6 +349,7 @@ class FRTrainer:
             "optimizer": self.optimizer.state_dict(),
             "updates": self.updates,
             "skipped_updates": self.skipped_updates,
+            "total_updates": -1 if self.total_updates is None else int(self.total_updates),
             "metadata": dict(self.metadata),
         }
 
@@ -281,6 +360,8 @@ class FRTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = int(state.get("updates", 0))
         self.skipped_updates = int(state.get("skipped_updates", 0))
+        total = int(state.get("total_updates", -1))
+        self.total_updates = None if total < 0 else total
         self.metadata = dict(state.get("metadata", {}))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -299,6 +380,8 @@ class FRTrainer:
         cfg = dict(state["config"])
         cfg["input_size"] = tuple(cfg["input_size"])
         cfg["widths"] = None if cfg["widths"] is None else tuple(cfg["widths"])
+        if cfg.get("blocks") is not None:
+            cfg["blocks"] = tuple(cfg["blocks"])
         trainer = cls(FRConfig(**cfg), device=device)
         trainer.load_state_dict(state)
         return trainer

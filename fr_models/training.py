@@ -15,16 +15,59 @@ from tqdm.auto import tqdm
 
 from fr_models.trainer import FRTrainer
 
-__all__ = ["MixFn", "fit", "random_flip"]
+__all__ = ["CALIBRATION_FACES", "MixFn", "calibration_subset", "channel_stats", "fit", "random_flip", "random_shift"]
+
+#: Clean training faces over which batch-norm statistics are re-estimated after mixed training
+#: (:meth:`fr_models.FRTrainer.recalibrate_norms`).
+CALIBRATION_FACES = 1024
 
 #: ``(inputs, labels, generator) -> (mixed inputs, soft labels)``.
 MixFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def calibration_subset(n: int, seed: int, size: int = CALIBRATION_FACES) -> np.ndarray:
+    """A fixed, seeded, sorted subset of ``min(n, size)`` indices into ``n`` training faces, for
+    :meth:`fr_models.FRTrainer.recalibrate_norms`."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:size])
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (unbiased) standard deviation of ``(N, C, h, w)`` inputs, accumulated in float64 over
+    chunks (no float32 copy of a float16-stored set is made): what :meth:`set_input_stats` of a backbone takes."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    squares = torch.zeros_like(total)
+    for i in range(0, len(x), chunk):
+        xi = x[i : i + chunk].double()
+        total += xi.sum(dim=(0, 2, 3))
+        squares += (xi * xi).sum(dim=(0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / n
+    var = (squares - n * mean * mean).clamp_min(0) / max(n - 1, 1)
+    return mean.float(), var.sqrt().float()
 
 
 def random_flip(x: torch.Tensor, flip: Callable[[torch.Tensor], torch.Tensor], rng: np.random.Generator) -> torch.Tensor:
     """Mirror each item of the batch ``x`` with probability 1/2 (one draw per item from ``rng``)."""
     which = torch.from_numpy(rng.random(len(x)) < 0.5).to(x.device)
     return torch.where(which.view(-1, *([1] * (x.ndim - 1))), flip(x), x)
+
+
+def random_shift(x: torch.Tensor, max_shift: int, rng: np.random.Generator) -> torch.Tensor:
+    """Shift each item of the batch ``x`` (``(N, C, h, w)``) by its own ``(dy, dx)``, drawn uniformly from
+    ``-max_shift..max_shift``, zeros coming in. On block-DCT maps a shift by whole maps positions is exactly the DCT
+    of the image shifted by whole 8x8 blocks (:func:`mixup_env.transform.block_shift`); on pixels it is a plain
+    translation by pixels."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    if max_shift >= min(h, w):
+        raise ValueError(f"max_shift={max_shift} is out of range for {h}x{w} maps: accepted 0..{min(h, w) - 1}")
+    d = torch.from_numpy(rng.integers(-max_shift, max_shift + 1, size=(2, n))).to(x.device)
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4)
+    rows = (torch.arange(h, device=x.device) + max_shift).unsqueeze(0) - d[0].unsqueeze(1)  # (N, h)
+    cols = (torch.arange(w, device=x.device) + max_shift).unsqueeze(0) - d[1].unsqueeze(1)  # (N, w)
+    out = padded[torch.arange(n, device=x.device).view(n, 1, 1), :, rows.unsqueeze(2), cols.unsqueeze(1)]
+    return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.contiguous_format)
 
 
 def fit(
@@ -37,8 +80,12 @@ def fit(
     mix: MixFn | None = None,
     flip: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = False,
+    max_shift: int = 0,
 ) -> dict[str, Any]:
     """Train for ``epochs`` passes over ``inputs`` in shuffled mini-batches (the last partial batch is dropped).
+
+    The trainer's learning-rate schedule (:attr:`FRConfig.lr_schedule`) spans the updates of this call. The clean
+    batch is augmented (mirrored, shifted) before it is mixed, so a mix is a mix of augmented faces.
 
     :param trainer: the FR model and optimiser.
     :param inputs: ``(N, ...)`` model inputs (pixels or masked frequency channels).
@@ -49,6 +96,8 @@ def fit(
     :param mix: turns a clean batch into a mixed one with soft labels (``None``: train on clean faces).
     :param flip: mirrors a batch; each face is mirrored with probability 1/2 (``None``: no mirroring).
     :param progress: show a progress bar over epochs.
+    :param max_shift: shift each face by up to this many map positions in each direction (:func:`random_shift`;
+        0: none).
     :return: ``epoch_seconds`` (training time per epoch), ``epoch_losses`` (mean loss per epoch), ``updates``.
     """
     if epochs < 1 or batch_size < 1 or len(inputs) < batch_size:
@@ -56,6 +105,7 @@ def fit(
                          f"batch_size={batch_size}")
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=inputs.device).manual_seed(seed)
+    trainer.total_updates = trainer.updates + epochs * (len(inputs) // batch_size)
     seconds, losses = [], []
     for _ in tqdm(range(epochs), desc="epochs", disable=not progress):
         t0 = time.perf_counter()
@@ -63,9 +113,10 @@ def fit(
         total, count = 0.0, 0
         for i in range(0, len(order) - batch_size + 1, batch_size):
             idx = order[i : i + batch_size]
-            x, y = inputs[idx], labels[idx]
+            x, y = inputs[idx].float(), labels[idx]  # inputs may be stored in float16
             if flip is not None:
                 x = random_flip(x, flip, rng)
+            x = random_shift(x, max_shift, rng)
             targets: torch.Tensor = y
             if mix is not None:
                 x, targets = mix(x, y, gen)

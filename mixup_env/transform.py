@@ -6,8 +6,20 @@ thus becomes 64 channels of ``(H/8) x (W/8)``; channel ``8*u + v`` holds frequen
 ``v`` horizontal). With ``C`` colour planes, the channel of plane ``c`` is ``64*c + 8*u + v``.
 
 Masking drops a set of channels, by default the DC and low-frequency ones (``u + v <= 3``), which is exactly
-PartialFace's list ``0, 1, 2, 3, 8, 9, 10, 16, 17, 24``: they carry most of what a person sees in a face,
-while the remaining channels still carry identity.
+PartialFace's list ``0, 1, 2, 3, 8, 9, 10, 16, 17, 24`` (Mi et al., ICCV 2023): they carry most of what a person
+sees in a face, while the remaining channels still carry identity. (PPFR-FD, Wang et al., AAAI 2022, chose its
+channels with an analysis network instead; this fixed list is PartialFace's.)
+
+Two settings make the channels usable by a standard backbone (:class:`FrequencyMasking`):
+
+* ``upsample``: the face is enlarged by a factor ``f`` in ``(1, 2, 4, 8)`` (bilinear) before the block DCT, so
+  the channels are ``(f*H/8) x (f*W/8)`` maps instead of ``(H/8) x (W/8)``: DCTNet (Xu et al., CVPR 2020) and
+  PartialFace (``f = 8``) do this so that the maps keep the resolution a ResNet stage expects.
+* ``colour``: ``"grey"`` for one plane; for three planes ``"ycbcr"`` (PartialFace: the DCT of each YCbCr plane)
+  or ``"rgb"`` (the DCT of each RGB plane).
+
+Upsampling, the colour conversion, the DCT and the channel selection are all linear (the YCbCr offset is
+affine, and convex weights sum to one), so mixing masked channels equals masking the mixed images.
 
 Everything here is plain, batched torch: it runs on any device and is differentiable, so attacks can optimise
 an image through the transform.
@@ -19,28 +31,40 @@ import math
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
     "BLOCK",
     "CHANNELS_PER_PLANE",
     "PARTIALFACE_DROPPED",
+    "COLOURS",
     "ChannelMask",
     "FrequencyMasking",
+    "UPSAMPLE_FACTORS",
     "block_dct",
     "block_hflip",
     "block_idct",
+    "block_shift",
     "dct_matrix",
     "hflip_sign",
     "input_metadata",
     "input_transform",
     "low_frequency_channels",
+    "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
 ]
 
 BLOCK = 8
 CHANNELS_PER_PLANE = BLOCK * BLOCK
 #: The channels PartialFace (Mi et al., ICCV 2023) drops from each colour plane: all (u, v) with u + v <= 3.
 PARTIALFACE_DROPPED: tuple[int, ...] = (0, 1, 2, 3, 8, 9, 10, 16, 17, 24)
+#: Upsampling factors accepted before the block DCT (the maps become ``f*H/8 x f*W/8``).
+UPSAMPLE_FACTORS: tuple[int, ...] = (1, 2, 4, 8)
+#: Colour settings: ``"grey"`` (one plane), ``"ycbcr"`` or ``"rgb"`` (three planes, transformed per plane).
+COLOURS: tuple[str, ...] = ("grey", "ycbcr", "rgb")
+#: ITU-R BT.601 full-range RGB -> YCbCr (the JPEG convention), rows Y, Cb, Cr; Cb and Cr are offset by 1/2.
+_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 
 
 def dct_matrix(n: int = BLOCK, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
@@ -136,6 +160,45 @@ def block_hflip(y: torch.Tensor) -> torch.Tensor:
     return y.flip(-1) * sign.view(1, -1, 1, 1)
 
 
+def block_shift(y: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Shift frequency maps by whole blocks, zeros coming in: exactly ``block_dct`` of the image shifted by
+    ``8*dy`` pixels down and ``8*dx`` pixels right (with zeros coming in), for any set of kept channels.
+
+    :param y: ``(N, C, h, w)`` frequency channels (masked or not).
+    :param dy: blocks down (negative: up), ``|dy| < h``.
+    :param dx: blocks right (negative: left), ``|dx| < w``.
+    """
+    if y.ndim != 4:
+        raise ValueError(f"expected frequency channels of shape (N, C, h, w), got {tuple(y.shape)}")
+    h, w = y.shape[-2:]
+    dy, dx = int(dy), int(dx)
+    if abs(dy) >= h or abs(dx) >= w:
+        raise ValueError(f"shift ({dy}, {dx}) blocks is out of range for {h}x{w} maps: accepted |dy| < {h}, |dx| < {w}")
+    out = torch.zeros_like(y)
+    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
+        y[..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    return out
+
+
+def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
+    """RGB images ``(N, 3, H, W)`` in ``[0, 1]`` -> YCbCr (BT.601 full range, the JPEG convention; Cb, Cr
+    centred on 1/2)."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected RGB images of shape (N, 3, H, W), got {tuple(x.shape)}")
+    m = torch.tensor(_YCBCR, dtype=x.dtype, device=x.device)
+    offset = torch.tensor([0.0, 0.5, 0.5], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return torch.einsum("ij,njhw->nihw", m, x) + offset
+
+
+def ycbcr_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Exact inverse of :func:`rgb_to_ycbcr`."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected YCbCr images of shape (N, 3, H, W), got {tuple(x.shape)}")
+    m = torch.linalg.inv(torch.tensor(_YCBCR, dtype=torch.float64)).to(dtype=x.dtype, device=x.device)
+    offset = torch.tensor([0.0, 0.5, 0.5], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return torch.einsum("ij,njhw->nihw", m, x - offset)
+
+
 def low_frequency_channels(max_order: int = 3) -> tuple[int, ...]:
     """Channels ``8*u + v`` of one colour plane with ``u + v <= max_order`` (``max_order=0``: DC only).
 
@@ -180,18 +243,38 @@ class ChannelMask:
 
 
 class FrequencyMasking(nn.Module):
-    """Images -> masked frequency channels (:func:`block_dct`, then keep :attr:`ChannelMask.kept`).
+    """Images -> masked frequency channels: colour conversion, ``upsample``, :func:`block_dct`, then keep
+    :attr:`ChannelMask.kept`.
 
     :param mask: the channel mask; default ``ChannelMask()`` (DC and low frequencies dropped, grayscale).
+    :param upsample: enlarge the images by this factor (bilinear, ``align_corners=False``) before the DCT, one of
+        :data:`UPSAMPLE_FACTORS`; ``H x W`` images give ``(f*H/8) x (f*W/8)`` maps, so ``f*H`` and ``f*W`` must be
+        multiples of 8.
+    :param colour: one of :data:`COLOURS`; default ``"grey"`` for a one-plane mask, ``"ycbcr"`` for three planes,
+        ``"rgb"`` (the planes as given, transformed one by one) for any other number.
+    :raises ValueError: an upsampling factor, colour setting or number of planes that does not fit.
     """
 
     kept_index: torch.Tensor
     basis: torch.Tensor
     basis_rows: torch.Tensor
 
-    def __init__(self, mask: ChannelMask | None = None) -> None:
+    def __init__(self, mask: ChannelMask | None = None, upsample: int = 1, colour: str | None = None) -> None:
         super().__init__()
         self.mask = mask if mask is not None else ChannelMask()
+        if isinstance(upsample, bool) or upsample not in UPSAMPLE_FACTORS:
+            raise ValueError(f"upsample={upsample!r} is not supported: accepted factors {list(UPSAMPLE_FACTORS)}")
+        self.upsample = int(upsample)
+        planes = self.mask.planes
+        if colour is None:
+            colour = {1: "grey", 3: "ycbcr"}.get(planes, "rgb")
+        if colour not in COLOURS:
+            raise ValueError(f"unknown colour setting {colour!r}; accepted: {', '.join(COLOURS)}")
+        if (colour == "grey") != (planes == 1) or (colour == "ycbcr" and planes != 3):
+            want = {"grey": "1 colour plane", "ycbcr": "3 colour planes", "rgb": "2 or more colour planes"}[colour]
+            raise ValueError(f"colour={colour!r} needs {want}, the mask has {planes}: use colour='grey' for grey "
+                             "faces, 'ycbcr' or 'rgb' for colour ones")
+        self.colour = colour
         self.register_buffer("kept_index", torch.tensor(self.mask.kept, dtype=torch.long), persistent=False)
         # Only the kept rows of the DCT basis: the dropped coefficients are never computed.
         rows = torch.tensor([i for i in range(CHANNELS_PER_PLANE) if i not in self.mask.dropped], dtype=torch.long)
@@ -203,19 +286,47 @@ class FrequencyMasking(nn.Module):
         """Channels of the masked output."""
         return self.mask.num_kept
 
+    def output_size(self, image_size: int | tuple[int, int]) -> tuple[int, int]:
+        """``(h, w)`` of the maps for faces of ``image_size``.
+
+        :raises ValueError: ``upsample * side`` is not a positive multiple of 8 (the message names what fits).
+        """
+        hw = (int(image_size), int(image_size)) if isinstance(image_size, int) else tuple(int(v) for v in image_size)
+        f = self.upsample
+        if len(hw) != 2 or min(hw) < 1 or any((f * v) % BLOCK for v in hw):
+            step = BLOCK // math.gcd(BLOCK, f)
+            raise ValueError(f"image size {'x'.join(map(str, hw))} with upsample={f} does not fill whole 8x8 blocks: "
+                             f"accepted sides that are positive multiples of {step} (upsample x side a multiple of 8)")
+        return hw[0] * f // BLOCK, hw[1] * f // BLOCK
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """The image the DCT sees: colour conversion, then upsampling (checked, like :meth:`forward`)."""
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"expected images of shape (N, C, H, W), got {shape}")
+        if images.shape[1] != self.mask.planes:
+            raise ValueError(f"images have {images.shape[1]} colour planes, the transform (colour={self.colour!r}) "
+                             f"expects {self.mask.planes}: grey faces need colour='grey', colour faces 'ycbcr' or 'rgb'")
+        if not images.is_floating_point():
+            raise TypeError(f"expected a floating-point tensor, got dtype {images.dtype}; convert with x.float()")
+        self.output_size(tuple(images.shape[-2:]))
+        if self.colour == "ycbcr":
+            images = rgb_to_ycbcr(images)
+        if self.upsample > 1:
+            images = F.interpolate(images, scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        return images
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """:param images: ``(N, C, H, W)`` floating point, ``C`` = the mask's planes.
-        :return: ``(N, num_kept, H/8, W/8)``."""
-        _check_images(images)
-        if images.shape[1] != self.mask.planes:
-            raise ValueError(f"images have {images.shape[1]} colour planes, the mask expects {self.mask.planes}")
+        :return: ``(N, num_kept, f*H/8, f*W/8)``."""
+        images = self.prepare(images)
         basis = self.basis
-        if basis.dtype != images.dtype:  # e.g. float64 images: a basis of their precision
-            basis = _kron_basis(images.dtype, images.device).index_select(0, self.basis_rows)
+        if basis.dtype != images.dtype or basis.device != images.device:  # e.g. float64 images
+            basis = _kron_basis(images.dtype, images.device).index_select(0, self.basis_rows.to(images.device))
         return _block_transform(images, basis)
 
     def hflip(self, masked: torch.Tensor) -> torch.Tensor:
-        """Horizontal flip of masked channels, exact (see :func:`block_hflip`)."""
+        """Horizontal flip of masked channels, exact (see :func:`block_hflip`; upsampling commutes with mirroring)."""
         sign = hflip_sign(self.mask.planes, masked.dtype, masked.device).index_select(0, self.kept_index.to(masked.device))
         return masked.flip(-1) * sign.view(1, -1, 1, 1)
 
@@ -223,11 +334,14 @@ class FrequencyMasking(nn.Module):
         """Put masked channels back in their places of the full 64*C layout, zeros where dropped."""
         n, _, h, w = masked.shape
         full = masked.new_zeros(n, CHANNELS_PER_PLANE * self.mask.planes, h, w)
-        return full.index_copy(1, self.kept_index, masked)
+        return full.index_copy(1, self.kept_index.to(masked.device), masked)
 
     def to_image(self, masked: torch.Tensor) -> torch.Tensor:
-        """What survives of the image after masking: inverse DCT with dropped channels set to zero."""
-        return block_idct(self.expand(masked))
+        """What survives of the image after masking: inverse DCT with dropped channels set to zero, averaged back
+        to the original resolution (``f x f`` area means), in the colour space the DCT saw (Y, Cb, Cr planes for
+        ``colour="ycbcr"``, with the dropped DC the planes are centred on 0)."""
+        img = block_idct(self.expand(masked))
+        return F.avg_pool2d(img, self.upsample) if self.upsample > 1 else img
 
 
 def input_metadata(masking: FrequencyMasking | None, image_size: int | tuple[int, int] | None) -> dict[str, object]:
@@ -235,13 +349,14 @@ def input_metadata(masking: FrequencyMasking | None, image_size: int | tuple[int
 
     :param masking: the frequency masking in front of the model, or ``None`` for a pixel-domain model.
     :param image_size: the size faces were resized to (``None``: their native size).
-    :return: ``{"input": "masked_dct" | "pixel", "dropped_channels": [...], "planes": C, "image_size": ...}``.
+    :return: ``{"input": "masked_dct" | "pixel", "dropped_channels": [...], "planes": C, "upsample": f,
+        "colour": ..., "image_size": ...}``.
     """
     size = None if image_size is None else ([int(image_size)] * 2 if isinstance(image_size, int) else [int(s) for s in image_size])
     if masking is None:
         return {"input": "pixel", "image_size": size}
     return {"input": "masked_dct", "dropped_channels": list(masking.mask.dropped), "planes": masking.mask.planes,
-            "image_size": size}
+            "upsample": masking.upsample, "colour": masking.colour, "image_size": size}
 
 
 def input_transform(metadata: dict[str, object]) -> nn.Module:
@@ -256,5 +371,8 @@ def input_transform(metadata: dict[str, object]) -> nn.Module:
     if kind == "masked_dct":
         dropped = metadata.get("dropped_channels")
         planes = metadata.get("planes", 1)
-        return FrequencyMasking(ChannelMask(dropped if isinstance(dropped, Iterable) else None, int(planes)))  # type: ignore[call-overload]
+        colour = metadata.get("colour")  # models saved before colour and upsampling existed: RGB planes, no upsampling
+        mask = ChannelMask(dropped if isinstance(dropped, Iterable) else None, int(planes))  # type: ignore[call-overload]
+        return FrequencyMasking(mask, int(metadata.get("upsample", 1)),  # type: ignore[call-overload]
+                                str(colour) if colour is not None else ("grey" if int(planes) == 1 else "rgb"))  # type: ignore[call-overload]
     raise ValueError(f"model metadata names input {kind!r}: accepted 'pixel' or 'masked_dct' (see input_metadata)")

@@ -27,7 +27,7 @@ def load_example(name: str) -> ModuleType:
 
 
 #: Small and fast: 16-image batches, a narrow backbone, a few steps.
-TINY_ENV: dict[str, Any] = {"batch_size": 16, "episode_steps": 6, "eval_every": 3, "widths": (8, 16), "embedding_dim": 32}
+TINY_ENV: dict[str, Any] = {"batch_size": 16, "episode_steps": 6, "eval_every": 3, "recipe": "tiny"}
 
 
 @pytest.fixture

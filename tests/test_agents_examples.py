@@ -61,7 +61,7 @@ def test_reinforce_update_moves_policy_towards_higher_reward():
 
     from agents import Reinforce
 
-    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=4, widths=(8, 16),
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=4, recipe="tiny",
                    embedding_dim=32)
     agent = Reinforce(env, learning_rate=1e-2, seed=0, entropy_coef=0.0)
     obs = np.random.default_rng(0).random((40, env.observation_space.shape[0]), dtype=np.float32)
@@ -88,7 +88,7 @@ def test_reinforce_learns_a_feature_dependent_rule():
     from agents import Reinforce
     from mixup_env import split_observation
 
-    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=4, widths=(8, 16),
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=4, recipe="tiny",
                    embedding_dim=32)
     agent = Reinforce(env, seed=1)
     rng = np.random.default_rng(1)
@@ -107,7 +107,7 @@ def test_reinforce_learns_a_feature_dependent_rule():
 def test_reinforce_learn_on_env_save_load_and_bad_env(tmp_path):
     from agents import Reinforce
 
-    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=5, widths=(8, 16),
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=5, recipe="tiny",
                    embedding_dim=32)
     seen = []
     agent = Reinforce(env, seed=0, per_sample_reward=True).learn(12, seed=0, on_step=seen.append)
@@ -116,7 +116,7 @@ def test_reinforce_learn_on_env_save_load_and_bad_env(tmp_path):
     loaded = Reinforce.load(path, env)
     obs, _ = env.reset(seed=3)
     assert np.array_equal(loaded.predict(obs, deterministic=True)[0], agent.predict(obs, deterministic=True)[0])
-    batch_env = gym.make("mixup_env/FrequencyMixup-v0", batch_size=16, episode_steps=5, widths=(8, 16))
+    batch_env = gym.make("mixup_env/FrequencyMixup-v0", batch_size=16, episode_steps=5, recipe="tiny")
     action, _ = Reinforce(batch_env, seed=0).predict(batch_env.reset(seed=0)[0])
     assert batch_env.action_space.contains(action)
     with pytest.raises(ValueError, match="discrete action mode"):
@@ -127,7 +127,7 @@ def test_reinforce_learn_on_env_save_load_and_bad_env(tmp_path):
 def test_baselines_predict_valid_actions(env_id):
     from agents import FixedK, RandomK, ScheduleK
 
-    env = gym.make(env_id, batch_size=16, episode_steps=4, widths=(8, 16), embedding_dim=32)
+    env = gym.make(env_id, batch_size=16, episode_steps=4, recipe="tiny", embedding_dim=32)
     obs, _ = env.reset(seed=0)
     for agent in (FixedK(env, 3), RandomK(env, seed=0), ScheduleK(env)):
         action, state = agent.predict(obs)

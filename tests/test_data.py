@@ -65,8 +65,9 @@ def test_images_to_tensor_and_resize():
     assert x.shape == (2, 1, 16, 24) and x.dtype == torch.float32 and float(x.max()) == 1.0
     assert images_to_tensor(imgs, 8).shape == (2, 1, 8, 8)
     assert images_to_tensor(np.zeros((2, 16, 16, 3), np.uint8)).shape == (2, 3, 16, 16)
-    with pytest.raises(ValueError, match="12x12 is not a multiple of 8"):
-        images_to_tensor(imgs, 12)
+    assert images_to_tensor(imgs, 12).shape == (2, 1, 12, 12)  # the transform, not the resize, needs whole blocks
+    with pytest.raises(ValueError, match="0x0 is invalid: accepted positive sizes"):
+        images_to_tensor(imgs, 0)
 
 
 def test_split_is_stratified_seeded_and_disjoint():
@@ -130,7 +131,7 @@ def test_colour_faces_train_in_the_env(tmp_path):
     from mixup_env import FrequencyMixupEnv
 
     faces = load_image_folder(make_tree(tmp_path / "c", sizes=((16, 16),) * 4, colour=True, per_id=6), grayscale=False)
-    env = FrequencyMixupEnv(data=faces, batch_size=8, episode_steps=2, widths=(8, 8), embedding_dim=16)
+    env = FrequencyMixupEnv(data=faces, batch_size=8, episode_steps=2, recipe="tiny")
     assert env.masking.mask.planes == 3 and env.fr_config.in_channels == 3 * 54
     env.reset(seed=0)
     _, r, _, _, _ = env.step(0)

@@ -227,7 +227,7 @@ def test_bad_configuration_is_rejected(tiny_env_kwargs, tmp_path):
         FrequencyMixupEnv(**{**kw, "k_values": (2, 2)})
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "odd.npz", images=rng.integers(0, 255, (40, 20, 20), dtype=np.uint8), labels=np.arange(40) % 4)
-    with pytest.raises(ValueError, match=r"20x20 .* is not a multiple of 8.*image_size="):
+    with pytest.raises(ValueError, match=r"20x20 with upsample=1 does not fill whole 8x8 blocks.*image_size="):
         FrequencyMixupEnv(data=str(tmp_path / "odd.npz"), **kw)
     env = FrequencyMixupEnv(data=str(tmp_path / "odd.npz"), image_size=16, **kw)
     assert env.fr_config.input_size == (2, 2)

@@ -27,8 +27,8 @@ def test_backbones_return_unit_embeddings(name, widths):
     assert torch.allclose(z.norm(dim=1), torch.ones(5), atol=1e-5)
     with pytest.raises(ValueError, match=r"expected input \(N, 54, 8, 8\)"):
         bb(torch.randn(5, 54, 14, 14))
-    with pytest.raises(ValueError, match="known backbones: grid, pixel, unblock"):
-        make_backbone("resnet", 54, (8, 8), 32)
+    with pytest.raises(ValueError, match="known backbones: grid, pixel, resnet, unblock"):
+        make_backbone("iresnet", 54, (8, 8), 32)
     with pytest.raises(ValueError, match="4 widths"):
         UnblockBackbone(54, (8, 8), 32, (8, 16))
 

@@ -24,7 +24,7 @@ from fr_models.data import check_identity_split, load_faces, split_identities, s
 from mixup_env import ACTION_MODES, FrequencyMixupEnv, mix_batch, register_reward
 from mixup_env.transform import ChannelMask, block_dct
 
-TINY: dict[str, Any] = {"batch_size": 8, "widths": (4, 8), "embedding_dim": 8, "image_size": 16, "episode_steps": 12,
+TINY: dict[str, Any] = {"batch_size": 8, "recipe": "tiny", "image_size": 16, "episode_steps": 12,
                         "eval_every": 4}
 
 
@@ -63,13 +63,18 @@ BAD_INPUTS = [
     ("alpha_range", lambda t: _env(alpha_range=(0.0, 1.0), action_mode="batch_continuous"), ValueError,
      r"0 < low <= high"),
     ("control_alpha discrete", lambda t: _env(control_alpha=True), ValueError, "needs a continuous action_mode"),
-    ("image_size", lambda t: _env(image_size=20), ValueError, "not a multiple of 8"),
+    ("image_size", lambda t: _env(image_size=20), ValueError, "accepted sides that are positive multiples of 8"),
     ("dropped channel", lambda t: _env(dropped_channels=[64]), ValueError, r"accepted indices 0..63"),
     ("all dropped", lambda t: _env(dropped_channels=range(64)), ValueError, "keep at least one"),
     ("test_fraction", lambda t: _env(test_fraction=1.5), ValueError, "accepted 0 < test_fraction < 1"),
-    ("backbone", lambda t: _env(backbone="resnet"), ValueError, "known backbones: grid"),
+    ("backbone", lambda t: _env(backbone="iresnet"), ValueError, "known backbones: grid"),
     ("head", lambda t: _env(head="softermax"), ValueError, "known heads: "),
-    ("widths", lambda t: _env(widths=(4,)), ValueError, "takes 2 stage widths"),
+    ("widths", lambda t: _env(widths=(4,)), ValueError, "skip 3 stages, but the body has only 1"),
+    ("upsample", lambda t: _env(upsample=3), ValueError, r"accepted factors \[1, 2, 4, 8\]"),
+    ("upsample size", lambda t: _env(image_size=18, upsample=2), ValueError, "multiples of 4"),
+    ("colour", lambda t: _env(colour="ycbcr"), ValueError, "needs 3 colour planes"),
+    ("recipe", lambda t: _env(recipe="huge"), ValueError, "unknown FR recipe"),
+    ("storage", lambda t: _env(storage="int8"), ValueError, "accepted 'float32' or 'float16'"),
     ("embedding_dim", lambda t: _env(embedding_dim=0), ValueError, "embedding_dim=0 is invalid: accepted"),
     ("lr", lambda t: _env(lr=-1.0), ValueError, "lr=-1.0 is invalid: accepted a positive"),
     ("device", lambda t: _env(device="tpu"), ValueError, "device='tpu' is invalid"),

@@ -123,7 +123,7 @@ def test_fit_dp_with_negligible_noise_learns_and_refuses_batch_norm():
 def test_train_fr_standard_defences_train_as_many_updates_on_all_channels(tmp_path, defence, extra):
     m = train_fr.main(["--defence", defence, *extra, "--epochs", "2", "--batch-size", "32", "--no-progress",
                        "--out", str(tmp_path / defence)])
-    full = 2 * (320 // 32)  # 2 epochs of the 320 training faces in batches of 32
+    full = 2 * (640 // 32)  # 2 epochs of the 640 training faces in batches of 32
     assert (full - 2 <= m["updates"] <= full) if defence == "dpsgd" else m["updates"] == full  # DP: empty batches
     model = FRTrainer.load(tmp_path / defence / "fr_model.pt")
     assert model.config.in_channels == (64 if defence in ("dpsgd", "nls") else 54)  # no mask on the baselines

@@ -51,7 +51,7 @@ ZOO_KEYS = (
 EVALUATED_KEYS = ("policy_kwargs", "replay_buffer_class", "replay_buffer_kwargs")
 
 #: A small, fast env: 16-image batches, a narrow backbone, short episodes.
-TINY = {"batch_size": 16, "episode_steps": 8, "widths": (8, 16), "embedding_dim": 32}
+TINY = {"batch_size": 16, "episode_steps": 8, "recipe": "tiny"}
 
 
 def load(algo: str) -> dict[str, dict[str, Any]]:

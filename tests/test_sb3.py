@@ -26,7 +26,7 @@ from agents.compare import compare_agents, format_comparison, plot_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-TINY = {"batch_size": 16, "episode_steps": 10, "widths": (8, 16), "embedding_dim": 32}
+TINY = {"batch_size": 16, "episode_steps": 10, "recipe": "tiny"}
 
 
 @pytest.mark.parametrize("algo,env_id,extra", [

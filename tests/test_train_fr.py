@@ -53,9 +53,13 @@ def run(args, tmp_path, name):
                                            ("random", ["--backbone", "unblock"])])
 def test_train_fr_defences(tmp_path, defence, extra):
     m, out = run(["--defence", defence, *extra], tmp_path, defence)
-    assert m["defence"] == defence and m["backbone"] == {"none": "pixel"}.get(defence, m["backbone"])
+    assert m["defence"] == defence and m["backbone"] == ("unblock" if defence == "random" else "resnet")
+    assert m["recipe"]["upsample"] == {"none": None, "random": 1}.get(defence, 2)  # "small" recipe; unblock: 1
+    chance = m["chance"]
+    assert chance["uniform"] == pytest.approx(1 / 20) and chance["majority_class"] == pytest.approx(1 / 20)
+    assert 0.0 <= m["identification"]["balanced"] <= 1.0
     assert 0.0 <= m["identification"]["top1"] <= m["identification"]["top5"] <= 1.0
-    assert m["seconds_per_epoch"] > 0 and m["train_images"] + m["test_images"] == 400
+    assert m["seconds_per_epoch"] > 0 and m["train_images"] + m["test_images"] == 800
     split = np.load(out / "split.npz")
     assert len(np.intersect1d(split["train_idx"], split["test_idx"])) == 0
     model = FRTrainer.load(out / "fr_model.pt")

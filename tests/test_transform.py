@@ -84,7 +84,7 @@ def test_masking_keeps_exactly_the_configured_channels(dropped, planes):
     expected = [64 * p + i for p in range(planes) for i in range(64) if i not in dropped_set]
     assert list(mask.kept) == expected and mask.num_kept == len(expected)
     x = torch.rand(2, planes, 16, 16)
-    m = FrequencyMasking(mask)
+    m = FrequencyMasking(mask, colour="rgb" if planes > 1 else None)  # the planes as given (no YCbCr)
     out = m(x)
     assert out.shape == (2, len(expected), 2, 2)
     assert torch.equal(out, block_dct(x)[:, expected])

@@ -43,7 +43,7 @@ class Unmixer(nn.Module):
 
     :param in_channels: kept frequency channels.
     :param out_channels: colour planes of the face.
-    :param block: the block side (8 for the 8x8 DCT).
+    :param block: image pixels per map position (8 for the 8x8 DCT, ``8 / f`` for faces upsampled by ``f``).
     :param width: channels on the block grid.
     """
 
@@ -129,7 +129,9 @@ def train_unmixer(
         probe = transform(x[: min(len(x), 512)])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = Unmixer(probe.shape[1], x.shape[1]).to(device)
+        # image pixels per map position: 8 without upsampling, 8 / f for faces upsampled by f before the DCT
+        block = max(1, x.shape[-1] // probe.shape[-1])
+        net = Unmixer(probe.shape[1], x.shape[1], block=block).to(device)
     net.in_mean.copy_(probe.mean(dim=(0, 2, 3)))
     net.in_std.copy_(probe.std(dim=(0, 2, 3)).clamp_min(1e-6))
     bs = max(2, min(int(batch_size), len(x)))

@@ -16,7 +16,10 @@ import torch
 from gymnasium import spaces
 
 from fr_models.data import FaceData, images_to_tensor, load_faces, split_per_identity
+from fr_models.recipes import default_recipe, get_recipe
 from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch_save, load_checkpoint
+from fr_models.training import channel_stats as _channel_stats
+from fr_models.training import calibration_subset, random_flip, random_shift
 from mixup_env.mixing import mix_batch
 from mixup_env.rewards import ON_DEMAND, StepRecord, make_reward, reward_requires
 from mixup_env.transform import ChannelMask, FrequencyMasking, input_metadata
@@ -118,7 +121,11 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     :meth:`reset` starts a fresh FR training run: new weights, a new data order, a new mixing stream, all drawn
     from ``self.np_random``, so ``reset(seed=s)`` followed by the same actions gives the same trajectory on CPU.
-    The data set's frequency channels are computed once, at construction.
+    The data set's frequency channels are computed once, at construction, and stored as ``storage`` (float16 by
+    default): ``N x C x h x w x 2`` bytes, e.g. 478 MB for all 4324 LFW faces at 64x64 upsampled by 4 (54 maps of
+    32x32 each; 957 MB in float32), 3.4 MB for the built-in synthetic faces (54 maps of 8x8). Computing the DCT of
+    each batch on the fly instead would cost a few percent of a step (``benchmarks/run.py``, section 3) but
+    the precomputed set fits this budget on any machine that can train the model.
 
     ## Episode End
 
@@ -147,29 +154,43 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     * ``data``: ``"synthetic"``/``None`` (the built-in stand-in), a :class:`~fr_models.data.FaceData`, a ``.npz``
       path, or a data set name under ``$MIXUP_ENV_DATA``.
-    * ``image_size``: resize faces to this square size (a multiple of 8); ``None`` keeps their size.
+    * ``recipe``: the FR model and training settings (:mod:`fr_models.recipes`): default ``"real"`` (a ResNet body
+      with a frequency stem, CosFace, warm-up and cosine decay over the episode, faces at 64x64 upsampled by 4)
+      for real faces and ``"small"`` for the built-in synthetic ones. Every setting below that is ``None`` comes
+      from it.
+    * ``image_size``: resize faces to this square size; ``None``: the recipe's (64 for ``"real"``, the data's own
+      size for ``"small"``).
+    * ``upsample``: upsample faces by this factor (1, 2, 4, 8) before the block DCT; ``colour``: ``"grey"``,
+      ``"ycbcr"`` or ``"rgb"`` (default: from the data's planes); ``storage``: dtype of the precomputed channels.
     * ``action_mode``: one of :data:`ACTION_MODES`; ``control_alpha``, ``alpha_range``: continuous modes only.
     * ``k_values``: the k chosen by each action; each in ``1..batch_size``.
     * ``batch_size``, ``episode_steps``, ``eval_every`` (evaluate accuracy every n steps and at the end).
     * ``dropped_channels``: channels ``8u+v`` dropped per colour plane (default ``u + v <= 3``).
     * ``dirichlet_alpha``: concentration of the mixing weights (when the action does not set it).
     * ``hflip``: mirror each training face left-right with probability 1/2 (done exactly in the DCT domain).
+    * ``max_shift``: shift each training face by up to this many whole blocks (exact in the DCT domain).
+    * ``recalibrate_norms``: at each accuracy evaluation, re-estimate the FR model's batch-norm statistics on a
+      fixed subset of up to 1024 clean training faces (:meth:`fr_models.FRTrainer.recalibrate_norms`); the
+      running statistics of mixed batches misnormalise clean faces (measured on the synthetic faces at k = 6:
+      clean accuracy 0.29 without, 0.63 with). The weights are not touched.
     * ``reward``, ``reward_kwargs``: a registered reward and its options.
     * ``measure_all``: measure every quantity of ``info`` at every step, also those the reward does not use.
-    * ``head`` (``"softmax"``/``"arcface"``), ``head_kwargs``, ``backbone`` (``"grid"``/``"unblock"``),
-      ``embedding_dim``, ``widths``, ``lr``: the FR model (see :mod:`fr_models`).
+    * ``head`` (``"cosface"``/``"arcface"``/``"softmax"``), ``head_kwargs``, ``backbone`` (``"resnet"``,
+      ``"grid"``/``"unblock"``), ``embedding_dim``, ``widths``, ``blocks``, ``lr``, ``weight_decay``,
+      ``lr_schedule``: the FR model (see :mod:`fr_models`); the schedule spans one episode.
     * ``test_fraction``, ``split_seed``: the held-out images per identity used for accuracy.
     * ``device``: torch device of the FR model and the data (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version. The default FR model on real faces became the ``"real"`` recipe (a ResNet on
+      upsampled DCT maps) in issue 14; pass ``recipe="small"`` or the old settings explicitly for the former one.
 
     ## Example
 
     >>> import gymnasium as gym
     >>> import mixup_env
-    >>> env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=3, widths=(8, 16))
+    >>> env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=3, recipe="tiny")
     >>> obs, info = env.reset(seed=0)
     >>> obs.shape, obs.dtype
     ((70,), dtype('float32'))
@@ -193,19 +214,28 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         eval_every: int = 50,
         dropped_channels: Sequence[int] | None = None,
         dirichlet_alpha: float = 1.0,
-        hflip: bool = False,
+        hflip: bool | None = None,
         reward: str = "fr_loss",
         reward_kwargs: Mapping[str, Any] | None = None,
         measure_all: bool = False,
-        head: str = "softmax",
+        head: str | None = None,
         head_kwargs: Mapping[str, float] | None = None,
-        backbone: str = "grid",
-        embedding_dim: int = 128,
+        backbone: str | None = None,
+        embedding_dim: int | None = None,
         widths: Sequence[int] | None = None,
-        lr: float = 1e-3,
+        lr: float | None = None,
         test_fraction: float = 0.2,
         split_seed: int = 0,
         device: str | torch.device = "cpu",
+        recipe: str | None = None,
+        upsample: int | None = None,
+        colour: str | None = None,
+        storage: str = "float16",
+        blocks: Sequence[int] | None = None,
+        weight_decay: float | None = None,
+        lr_schedule: str | None = None,
+        max_shift: int | None = None,
+        recalibrate_norms: bool = True,
     ) -> None:
         super().__init__()
         if action_mode not in ACTION_MODES:
@@ -228,7 +258,6 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.episode_steps = int(episode_steps)
         self.eval_every = int(eval_every)
         self.dirichlet_alpha = float(dirichlet_alpha)
-        self.hflip = bool(hflip)
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError):
@@ -243,14 +272,28 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
         faces = load_faces(data)
         self.data_source = faces.source
+        self.recipe = get_recipe(recipe or default_recipe(faces.source)).replace(
+            backbone=backbone, widths=None if widths is None else tuple(int(v) for v in widths),
+            blocks=None if blocks is None else tuple(int(v) for v in blocks), embedding_dim=embedding_dim, head=head,
+            head_kwargs=None if head_kwargs is None else dict(head_kwargs), upsample=upsample, image_size=image_size,
+            lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule, hflip=hflip, max_shift=max_shift)
+        if self.recipe.backbone != "resnet" and upsample is None:
+            self.recipe = self.recipe.replace(upsample=1)  # the legacy backbones were designed for maps without it
+        image_size = self.recipe.image_size
+        self.hflip = bool(self.recipe.hflip)
+        self.max_shift = int(self.recipe.max_shift)
+        if storage not in ("float32", "float16"):
+            raise ValueError(f"storage={storage!r} is invalid: accepted 'float32' or 'float16'")
+        self._storage = getattr(torch, storage)
         h, w = faces.image_shape
-        if image_size is None and (h % 8 or w % 8):
-            raise ValueError(
-                f"image size {h}x{w} of {faces.source!r} is not a multiple of 8: the 8x8 block DCT needs both sides "
-                f"to be multiples of 8; pass image_size=<a multiple of 8> (e.g. 64 or 112) to resize"
-            )
         self.num_classes = faces.num_classes
-        self.masking = FrequencyMasking(ChannelMask(dropped_channels, planes=faces.planes)).to(self.device)
+        self.masking = FrequencyMasking(ChannelMask(dropped_channels, planes=faces.planes), self.recipe.upsample,
+                                        colour).to(self.device)
+        try:
+            self.masking.output_size(image_size if image_size is not None else (h, w))
+        except ValueError as e:
+            raise ValueError(f"{e}; {faces.source!r} has {h}x{w} faces: pass image_size=<a size that fits> (e.g. 64 "
+                             "or 112) to resize them") from None
         train_idx, test_idx = split_per_identity(faces.labels, test_fraction, split_seed)
         if len(train_idx) < self.batch_size:
             raise ValueError(
@@ -265,20 +308,27 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._train_x, self._train_y = freq[train_idx], labels[train_idx]
         self._test_x, self._test_y = freq[test_idx], labels[test_idx]
         self.train_indices, self.test_indices = train_idx, test_idx
+        self.recalibrate_norms = bool(recalibrate_norms)
+        self._calib_x = self._train_x[torch.from_numpy(calibration_subset(len(train_idx), split_seed)).to(self.device)]
         counts = torch.bincount(self._train_y, minlength=self.num_classes).float()
         self._class_frequency = counts / counts.max()
-        self._in_mean = self._train_x.mean(dim=(0, 2, 3))
-        self._in_std = self._train_x.std(dim=(0, 2, 3))
+        self._in_mean, self._in_std = _channel_stats(self._train_x)
+        r = self.recipe
         self.fr_config = FRConfig(
             in_channels=int(freq.shape[1]),
             input_size=(int(freq.shape[2]), int(freq.shape[3])),
             num_classes=self.num_classes,
-            embedding_dim=int(embedding_dim),
-            backbone=backbone,
-            widths=None if widths is None else tuple(int(w) for w in widths),
-            head=head,
-            head_kwargs=dict(head_kwargs or {}),
-            lr=float(lr),
+            embedding_dim=int(r.embedding_dim),
+            backbone=r.backbone,
+            widths=r.widths,
+            blocks=r.blocks if r.backbone == "resnet" else None,
+            upsample=r.upsample,
+            head=r.head,
+            head_kwargs=dict(r.head_kwargs),
+            lr=float(r.lr),
+            weight_decay=float(r.weight_decay),
+            lr_schedule=r.lr_schedule,
+            warmup=float(r.warmup),
         )
         FRTrainer(self.fr_config, "cpu")  # fail now, not at reset, on a bad model configuration
 
@@ -319,7 +369,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         with torch.no_grad():
             for i in range(0, len(faces.images), chunk):
                 x = images_to_tensor(faces.images[i : i + chunk], image_size).to(self.device)
-                out.append(self.masking(x))
+                out.append(self.masking(x).to(self._storage))
         return torch.cat(out)
 
     # ------------------------------------------------------------------------------------------- gym API
@@ -329,6 +379,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         # the mixing draws are made on the CPU whatever the device: the same seed mixes alike on CPU and GPU
         self._generator = torch.Generator().manual_seed(int(seeds[0]))
         self.trainer = FRTrainer(self.fr_config, self.device, seed=int(seeds[1]))
+        self.trainer.total_updates = self.episode_steps  # the learning-rate schedule spans the episode
         self.trainer.backbone.set_input_stats(self._in_mean, self._in_std)
         self.trainer.metadata = input_metadata(self.masking, self._image_size)
         self._order = np.empty(0, dtype=np.int64)
@@ -368,6 +419,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         truncated = self._step >= self.episode_steps
         evaluated = truncated or self._step % self.eval_every == 0
         if evaluated:
+            if self.recalibrate_norms:  # batch-norm statistics of clean faces, not of the mixes trained on
+                self.trainer.recalibrate_norms(self._calib_x)
             self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
             self._finite_state = copy.deepcopy(self.trainer.state_dict())
         k_mean, alpha_mean = float(k.mean()), float(np.mean(alpha))
@@ -445,7 +498,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "data": self.data_source, "train_images": len(self._train_y), "image_size": self._image_size,
             "batch_size": self.batch_size, "action_mode": self.action_mode, "k_values": list(self.k_values),
             "control_alpha": self.control_alpha, "alpha_range": list(self.alpha_range),
-            "dirichlet_alpha": self.dirichlet_alpha, "hflip": self.hflip, "episode_steps": self.episode_steps,
+            "dirichlet_alpha": self.dirichlet_alpha, "hflip": self.hflip, "max_shift": self.max_shift,
+            "storage": str(self._storage).removeprefix("torch."),
+            "recalibrate_norms": self.recalibrate_norms, "episode_steps": self.episode_steps,
             "eval_every": self.eval_every, "dropped_channels": list(self.masking.mask.dropped),
             "reward": self.reward_name, "fr_config": self.fr_config.__dict__,
         }
@@ -579,10 +634,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             self._order = self.np_random.permutation(len(self._train_y))
         idx = torch.from_numpy(self._order[: self.batch_size]).to(self.device)
         self._order = self._order[self.batch_size :]
-        x = self._train_x[idx]
+        x = self._train_x[idx].float()
         if self.hflip:  # mirror a random half of the batch, exactly, in the frequency domain
-            flip = torch.from_numpy(self.np_random.random(len(idx)) < 0.5).to(self.device)
-            x = torch.where(flip.view(-1, 1, 1, 1), self.masking.hflip(x), x)
+            x = random_flip(x, self.masking.hflip, self.np_random)
+        x = random_shift(x, self.max_shift, self.np_random)  # whole blocks: exact in the frequency domain
         self._batch = (x, self._train_y[idx])
 
     def _squash(self, loss: torch.Tensor | float) -> torch.Tensor:
