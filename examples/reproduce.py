@@ -229,7 +229,8 @@ def run_cell(args: argparse.Namespace, data: str, defence: str, seed: int) -> di
     out = work / f"{defence}_s{seed}"
     record: dict[str, Any] = {}
     # the grid keeps the models it was computed with (fr_models.recipes "legacy") until it is rerun on the new ones
-    train_argv = ["--data", data, "--recipe", "legacy", "--no-recalibrate-norms", "--public-fraction", str(s["public_fraction"]),
+    train_argv = ["--data", data, "--recipe", "legacy", "--no-recalibrate-norms",
+                  "--public-fraction", str(s["public_fraction"]),
                   "--epochs", str(s["epochs"]),
                   "--hflip", "--seed", str(seed), "--split-seed", "0", "--out", str(out), *DEFENCES[defence]]
     if s["image_size"]:

@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--head", default=None, choices=["softmax", "arcface", "cosface"])
     p.add_argument("--upsample", type=int, default=None, choices=list(UPSAMPLE_FACTORS),
                    help="upsample faces by this factor before the block DCT")
-    p.add_argument("--colour", default=None, choices=list(COLOURS), help="default: grey for grey faces, ycbcr for colour")
+    p.add_argument("--colour", default=None, choices=list(COLOURS),
+                   help="default: grey for grey faces, ycbcr for colour ones")
     p.add_argument("--storage", default="float32", choices=["float32", "float16"],
                    help="dtype of the precomputed model inputs (float16 halves their memory)")
     p.add_argument("--epochs", type=int, default=None)
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror training faces at random (exactly, in the DCT domain)")
     p.add_argument("--max-shift", type=int, default=None, help="shift training faces at random by up to this many "
-                   "map positions (whole 8x8 blocks of the upsampled face); pixel models by the same distance in pixels")
+                   "map positions (whole 8x8 blocks of the upsampled face); pixel models by the same distance")
     p.add_argument("--recalibrate-norms", action=argparse.BooleanOptionalAction, default=True,
                    help="after training, re-estimate batch-norm statistics on clean training faces")
     p.add_argument("--noise-multiplier", type=float, default=1.0, help="DP-SGD noise over the clipping norm")
@@ -109,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--noise-multiplier and --max-grad-norm must be > 0 and --delta in (0, 1)")
     if args.backbone is not None and args.backbone not in BACKBONES:
         p.error(f"unknown backbone {args.backbone!r}; known backbones: {', '.join(BACKBONES)}")
-    if args.backbone == "pixel" and args.defence != "none" or args.backbone in ("grid", "unblock") and args.defence == "none":
+    if (args.backbone == "pixel") != (args.defence == "none") and args.backbone in ("pixel", "grid", "unblock"):
         p.error("the pixel backbone goes with --defence none, the frequency backbones (grid, unblock) with the others; "
                 "resnet goes with every defence")
     return args
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
     labels = torch.from_numpy(faces.labels).to(args.device)
     dropped = () if args.defence in ALL_CHANNELS else None  # every channel kept (frequency domain, no mask)
     try:
-        masking = FrequencyMasking(ChannelMask(dropped, planes=faces.planes), args.upsample, args.colour).to(args.device)
+        mask = ChannelMask(dropped, planes=faces.planes)
+        masking = FrequencyMasking(mask, args.upsample, args.colour).to(args.device)
         if args.defence != "none":
             masking.output_size(args.image_size or faces.image_shape)
     except ValueError as e:
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
         epoch_seconds = history["epoch_seconds"]
         # batch-norm statistics of clean training faces, not of the mixes (a no-op for DP-SGD's group norms)
         if args.recalibrate_norms:
-            trainer.recalibrate_norms(x_train[torch.from_numpy(calibration_subset(len(x_train), args.seed)).to(args.device)])
+            calib = torch.from_numpy(calibration_subset(len(x_train), args.seed)).to(args.device)
+            trainer.recalibrate_norms(x_train[calib])
 
     trainer.metadata = {**input_metadata(None if pixel else masking,
                                          args.image_size or faces.image_shape),

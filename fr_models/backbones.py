@@ -276,8 +276,9 @@ class FaceResNet(_StandardizedInput):
                 c = widths[i]
         self.features = nn.Sequential(*layers)
         final = (image[0] >> stages, image[1] >> stages)
-        self.embed = nn.Sequential(nn.BatchNorm2d(c), nn.Flatten(), nn.Linear(c * final[0] * final[1], embedding_dim,
-                                                                              bias=False), nn.BatchNorm1d(embedding_dim))
+        self.embed = nn.Sequential(nn.BatchNorm2d(c), nn.Flatten(),
+                                   nn.Linear(c * final[0] * final[1], embedding_dim, bias=False),
+                                   nn.BatchNorm1d(embedding_dim))
         if min(widths) < 16:
             # oneDNN's channels-last convolution backward crashed the process (a double free) on a 1 -> 8 channel
             # pixel stem (torch 2.14.1, CPU); such narrow models are small anyway, so they keep the standard layout

@@ -172,7 +172,8 @@ def balanced_accuracy(predictions: Any, labels: Any) -> float:
         pred = pred.argmax(axis=1)
     pred = pred.reshape(-1)
     if len(pred) != len(y) or len(y) == 0:
-        raise ValueError(f"predictions and labels must be non-empty and of the same length, got {len(pred)} and {len(y)}")
+        raise ValueError(f"predictions and labels must be non-empty and of the same length, got {len(pred)} and "
+                         f"{len(y)}")
     return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
 
 

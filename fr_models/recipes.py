@@ -71,7 +71,7 @@ RECIPES: dict[str, FRRecipe] = {
     "real": FRRecipe(),
     # the built-in synthetic faces (20 identities x 40 images, 64x64): small and fast enough for an env step;
     # softmax: on these faces CosFace reached 0.47 clean accuracy at k = 6 after 200 env steps, softmax 0.91
-    "small": FRRecipe(widths=(8, 16, 32, 64), embedding_dim=64, head="softmax", upsample=2, image_size=None,
+    "small": FRRecipe(widths=(16, 16, 32, 64), embedding_dim=64, head="softmax", upsample=2, image_size=None,
                       lr=1e-2, weight_decay=5e-4, epochs=20),
     # the defaults before issue 14 (the grid backbone on 8x8 maps, softmax, constant lr): what the committed defence
     # grid (docs/RESULTS.md) was computed with; examples/reproduce.py keeps it until that grid is rerun

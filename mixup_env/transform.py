@@ -306,7 +306,8 @@ class FrequencyMasking(nn.Module):
             raise ValueError(f"expected images of shape (N, C, H, W), got {shape}")
         if images.shape[1] != self.mask.planes:
             raise ValueError(f"images have {images.shape[1]} colour planes, the transform (colour={self.colour!r}) "
-                             f"expects {self.mask.planes}: grey faces need colour='grey', colour faces 'ycbcr' or 'rgb'")
+                             f"expects {self.mask.planes}: grey faces need colour='grey', colour faces 'ycbcr' or "
+                             "'rgb'")
         if not images.is_floating_point():
             raise TypeError(f"expected a floating-point tensor, got dtype {images.dtype}; convert with x.float()")
         self.output_size(tuple(images.shape[-2:]))
@@ -371,8 +372,10 @@ def input_transform(metadata: dict[str, object]) -> nn.Module:
     if kind == "masked_dct":
         dropped = metadata.get("dropped_channels")
         planes = metadata.get("planes", 1)
-        colour = metadata.get("colour")  # models saved before colour and upsampling existed: RGB planes, no upsampling
-        mask = ChannelMask(dropped if isinstance(dropped, Iterable) else None, int(planes))  # type: ignore[call-overload]
-        return FrequencyMasking(mask, int(metadata.get("upsample", 1)),  # type: ignore[call-overload]
-                                str(colour) if colour is not None else ("grey" if int(planes) == 1 else "rgb"))  # type: ignore[call-overload]
+        # models saved before colour and upsampling existed: the planes as given, no upsampling
+        colour = metadata.get("colour")
+        n_planes = int(planes)  # type: ignore[call-overload]
+        mask = ChannelMask(dropped if isinstance(dropped, Iterable) else None, n_planes)
+        colour = str(colour) if colour is not None else ("grey" if n_planes == 1 else "rgb")
+        return FrequencyMasking(mask, int(metadata.get("upsample", 1)), colour)  # type: ignore[call-overload]
     raise ValueError(f"model metadata names input {kind!r}: accepted 'pixel' or 'masked_dct' (see input_metadata)")

@@ -63,6 +63,8 @@ def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path: Path) -> No
         assert re.search(rf"\| {mode} \| [0-9.]+ \([0-9.]+-[0-9.]+\) \|", text)
     assert r["fr_efficiency"][64]["flops"] > 0 and 0 < r["fr_efficiency"][64]["of_peak"]["median"]
     assert r["fr_efficiency"][256]["flops"] == pytest.approx(4 * r["fr_efficiency"][64]["flops"], rel=0.05)
+    real = r["fr_efficiency"]["real"]  # the default model on real faces costs more FLOPs than the synthetic one
+    assert real[64]["flops"] > 5 * r["fr_efficiency"][64]["flops"] and "real (default on real faces)" in text
     assert r["transform"]["max_abs_diff"] < 1e-2
     assert r["transform"]["precompute"]["transform_calls_in_50_steps"] == 0  # the data set's DCT is precomputed
     assert "Not measured in this run: left out (--skip lfw)" in text

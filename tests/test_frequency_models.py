@@ -249,7 +249,8 @@ def test_cosine_schedule_warms_up_and_decays():
 def _tiny_trainer(num_classes: int = 4, **kw) -> FRTrainer:
     r = RECIPES["tiny"]
     cfg = FRConfig(54, (8, 8), num_classes, embedding_dim=r.embedding_dim, backbone="resnet", widths=r.widths,
-                   upsample=1, head=r.head, lr=r.lr, weight_decay=r.weight_decay, lr_schedule="cosine", warmup=0.25, **kw)
+                   upsample=1, head=r.head, lr=r.lr, weight_decay=r.weight_decay, lr_schedule="cosine", warmup=0.25,
+                   **kw)
     return FRTrainer(cfg, seed=0)
 
 
@@ -332,3 +333,20 @@ def test_mixing_the_upsampled_channels_keeps_soft_labels():
     r = mix_batch(x, y, 2, 3, 1.0, torch.Generator().manual_seed(0))
     assert r.inputs.shape == x.shape
     assert torch.allclose(r.soft_labels.sum(1), torch.ones(6))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+def test_the_new_models_train_on_cuda():
+    m = FrequencyMasking(upsample=4).cuda()
+    x = m(torch.rand(8, 1, 64, 64, device="cuda"))
+    for stem, inputs in (("frequency", x), ("pixel", torch.rand(8, 1, 64, 64, device="cuda"))):
+        cfg = FRConfig(inputs.shape[1], tuple(inputs.shape[-2:]), 4, embedding_dim=32, backbone="resnet",
+                       widths=(16, 32, 32, 64), stem=stem, upsample=4, head="cosface", lr_schedule="cosine")
+        t = FRTrainer(cfg, device="cuda", seed=0)
+        t.total_updates = 3
+        y = torch.arange(8, device="cuda") % 4
+        for _ in range(3):
+            losses = t.train_step(inputs, y)
+        assert losses.device.type == "cuda" and t.updates == 3 and t.last_fault is None
+        t.recalibrate_norms(inputs)
+        assert 0.0 <= t.accuracy(inputs, y) <= 1.0
