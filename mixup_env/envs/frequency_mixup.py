@@ -123,9 +123,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     from ``self.np_random``, so ``reset(seed=s)`` followed by the same actions gives the same trajectory on CPU.
     The data set's frequency channels are computed once, at construction, and stored as ``storage`` (float16 by
     default): ``N x C x h x w x 2`` bytes, e.g. 478 MB for all 4324 LFW faces at 64x64 upsampled by 4 (54 maps of
-    32x32 each; 957 MB in float32), 3.4 MB for the built-in synthetic faces (54 maps of 8x8). Computing the DCT of
-    each batch on the fly instead would cost a few percent of a step (``benchmarks/run.py``, section 3) but
-    the precomputed set fits this budget on any machine that can train the model.
+    32x32 each; 957 MB in float32), 22 MB for the 800 built-in synthetic faces (54 maps of 16x16). Computing the DCT of
+    each batch on the fly instead would save that memory at about 10 % of a step on the synthetic faces (2.7 ms
+    of 26 ms, ``benchmarks/run.py`` section 3); the precomputed set fits this budget on any machine that can
+    train the model.
 
     ## Episode End
 
@@ -184,7 +185,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     ## Version History
 
     * v0: initial version. The default FR model on real faces became the ``"real"`` recipe (a ResNet on
-      upsampled DCT maps) in issue 14; pass ``recipe="small"`` or the old settings explicitly for the former one.
+      upsampled DCT maps) in issue 14, and the synthetic faces' the ``"small"`` recipe; ``recipe="legacy"``
+      gives the former model (the id was not bumped: a later issue may).
 
     ## Example
 
