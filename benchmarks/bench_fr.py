@@ -14,7 +14,8 @@ top-1, balanced (mean per-identity) accuracy, top-5, the chance levels (uniform,
 verification on the official pairs with no identity of the training set (``verification_unseen``) and seconds
 per training epoch.
 
-Each finished (data set, model, seed) run is a JSON cell under ``--cells`` (default ``runs/bench_fr``); a rerun
+Each finished (data set, model, seed) run is a JSON cell under ``--cells`` (default ``docs/results/bench_fr``,
+committed; the models go to ``--work``, ``runs/bench_fr``); a rerun
 skips the cells whose settings match, so an interrupted run continues. The figures go to
 ``docs/results/fr_parity.json`` and to the FR section of ``docs/benchmarks.md``.
 """
@@ -70,15 +71,17 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_cell(data: str, model: str, seed: int, epochs: int, cells: Path, progress: bool) -> dict[str, Any]:
-    """Train and evaluate one model (or read its finished cell)."""
+def run_cell(data: str, model: str, seed: int, epochs: int, cells: Path, progress: bool,
+             work: Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one model (or read its finished cell from ``cells``); the model and its metrics go to
+    ``work`` (default: ``cells``), which is never committed."""
     settings = cell_settings(data, model, seed, epochs)
     path = cells / f"{data}__{model}__s{seed}.json"
     if path.is_file():
         cell = json.loads(path.read_text())
         if cell.get("hash") == settings_hash(settings):
             return cell
-    out = cells / f"{data}__{model}__s{seed}"
+    out = (work or cells) / f"{data}__{model}__s{seed}"
     t0 = time.perf_counter()
     m = train_fr.main(["--data", data, "--public-fraction", str(DATASETS[data]["public_fraction"]), "--split-seed",
                        "0", "--seed", str(seed), "--epochs", str(epochs), "--out", str(out), *MODELS[model],
@@ -221,7 +224,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=None, help="override the epochs of every data set")
-    p.add_argument("--cells", type=Path, default=ROOT / "runs" / "bench_fr", help="folder of the finished runs")
+    p.add_argument("--cells", type=Path, default=ROOT / "docs" / "results" / "bench_fr",
+                   help="folder of the finished runs' JSON cells (committed, so a later session continues)")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_fr", help="models and metrics of each run")
     p.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "fr_parity.json")
     p.add_argument("--md", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--report-only", action="store_true", help="rewrite the docs from the finished cells")
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         todo = [(d, m, s) for d in args.datasets for s in args.seeds for m in args.models]
         for i, (data, model, seed) in enumerate(todo):
             t0 = time.perf_counter()
-            cell = run_cell(data, model, seed, DATASETS[data]["epochs"], args.cells, args.progress)
+            cell = run_cell(data, model, seed, DATASETS[data]["epochs"], args.cells, args.progress, args.work)
             print(f"[{i + 1}/{len(todo)}] {data} {model} seed {seed}: top-1 {cell['top1']:.4f} balanced "
                   f"{cell['balanced']:.4f} (majority {cell['majority_class']:.4f}) {cell['s_per_epoch']:.2f} s/epoch "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -129,8 +129,6 @@ def resolve_recipe(args: argparse.Namespace, source: str):
         recipe = recipe.replace(backbone="pixel")  # a legacy frequency recipe: its pixel counterpart
     if args.defence != "none" and recipe.backbone == "pixel":
         recipe = recipe.replace(backbone="grid")
-    if recipe.backbone != "resnet" and args.upsample is None:
-        recipe = recipe.replace(upsample=1)  # the legacy backbones were designed for maps without upsampling
     for name in ("backbone", "head", "image_size", "epochs", "batch_size", "lr", "hflip", "max_shift", "upsample"):
         setattr(args, name, getattr(recipe, name))
     return recipe

@@ -1,7 +1,7 @@
 """Face-recognition models for mixup-env: frequency-domain backbones, margin heads that take soft labels,
 the training step and evaluation, and face data sets. Knows nothing of Gymnasium or RL."""
 
-from fr_models.backbones import BACKBONES, FrequencyBackbone, PixelBackbone, UnblockBackbone, make_backbone
+from fr_models.backbones import BACKBONES, FaceResNet, FrequencyBackbone, PixelBackbone, UnblockBackbone, make_backbone
 from fr_models.data import DATA_ENV_VAR, FaceData, images_to_tensor, load_faces, load_npz, split_per_identity
 from fr_models.evaluation import (
     VerificationResult,
@@ -24,6 +24,7 @@ __all__ = [
     "FRConfig",
     "FRTrainer",
     "FaceData",
+    "FaceResNet",
     "FrequencyBackbone",
     "PixelBackbone",
     "SoftmaxHead",

@@ -61,8 +61,14 @@ class FRRecipe:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def replace(self, **changes: Any) -> FRRecipe:
-        """A copy with some settings changed (``None`` values are ignored, so command-line defaults pass through)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some settings changed (``None`` values are ignored, so command-line defaults pass through).
+        A backbone other than ``"resnet"`` without an explicit ``upsample`` gets ``upsample=1``: the older backbones
+        were designed for maps without upsampling."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        out = replace(self, **given)
+        if out.backbone != "resnet" and "upsample" not in given:
+            out = replace(out, upsample=1)
+        return out
 
 
 #: The named recipes.

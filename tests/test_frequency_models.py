@@ -324,6 +324,8 @@ def test_recipes_by_data():
     assert default_recipe("synthetic") == "small" and default_recipe("/data/lfw/lfw.npz") == "real"
     assert get_recipe("real").backbone == "resnet" and get_recipe("real").upsample == 4
     assert get_recipe("real").replace(lr=None, epochs=3).epochs == 3  # None leaves a setting as it is
+    assert get_recipe("real").replace(backbone="grid").upsample == 1  # the older backbones take 8x8-block maps
+    assert get_recipe("real").replace(backbone="grid", upsample=2).upsample == 2
 
 
 def test_mixing_the_upsampled_channels_keeps_soft_labels():

@@ -279,8 +279,6 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             blocks=None if blocks is None else tuple(int(v) for v in blocks), embedding_dim=embedding_dim, head=head,
             head_kwargs=None if head_kwargs is None else dict(head_kwargs), upsample=upsample, image_size=image_size,
             lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule, hflip=hflip, max_shift=max_shift)
-        if self.recipe.backbone != "resnet" and upsample is None:
-            self.recipe = self.recipe.replace(upsample=1)  # the legacy backbones were designed for maps without it
         image_size = self.recipe.image_size
         self.hflip = bool(self.recipe.hflip)
         self.max_shift = int(self.recipe.max_shift)
