@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fr_models import FRConfig, FRTrainer, extract_embeddings, identification_accuracy, images_to_tensor
+from fr_models import FRTrainer, extract_embeddings, identification_accuracy, images_to_tensor
 from fr_models.backbones import BACKBONES
 from fr_models.data import load_faces, load_lfw_pairs, split_identities, split_per_identity
 from fr_models.evaluation import balanced_accuracy, chance_levels, verification_scores, verify_kfold
@@ -84,8 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="mirror training faces at random (exactly, in the DCT domain)")
     p.add_argument("--max-shift", type=int, default=None, help="shift training faces at random by up to this many "
                    "map positions (whole 8x8 blocks of the upsampled face); pixel models by the same distance")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="the resnet embedding layer's dropout probability (IResNet's)")
     p.add_argument("--recalibrate-norms", action=argparse.BooleanOptionalAction, default=True,
                    help="after training, re-estimate batch-norm statistics on clean training faces")
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                   help="evaluate with the flip test: each face's embedding is the sum of the normalised embeddings "
+                   "of the face and its mirror image (fr_models.extract_embeddings(flip=...))")
     p.add_argument("--noise-multiplier", type=float, default=1.0, help="DP-SGD noise over the clipping norm")
     p.add_argument("--max-grad-norm", type=float, default=1.0, help="DP-SGD per-sample gradient clipping norm")
     p.add_argument("--delta", type=float, default=1e-5, help="DP-SGD: the delta of the reported epsilon")
@@ -124,7 +129,7 @@ def resolve_recipe(args: argparse.Namespace, source: str):
         blocks=None if args.blocks is None else tuple(args.blocks), embedding_dim=args.embedding_dim, head=args.head,
         upsample=args.upsample, image_size=args.image_size, lr=args.lr, weight_decay=args.weight_decay,
         lr_schedule=args.lr_schedule, batch_size=args.batch_size, epochs=args.epochs, hflip=args.hflip,
-        max_shift=args.max_shift)
+        max_shift=args.max_shift, dropout=args.dropout)
     if args.defence == "none" and recipe.backbone in ("grid", "unblock"):
         recipe = recipe.replace(backbone="pixel")  # a legacy frequency recipe: its pixel counterpart
     if args.defence != "none" and recipe.backbone == "pixel":
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"train_fr.py: {e}") from None
     storage = getattr(torch, args.storage)
     pixel = args.defence == "none"
+    flip = (lambda x: x.flip(-1)) if pixel else masking.hflip
+    test_flip = flip if args.flip_test else None
 
     def prepare(images: np.ndarray) -> torch.Tensor:
         out = []
@@ -173,7 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         extra["k_distribution"] = {str(k): c / sum(k_counts.values()) for k, c in sorted(k_counts.items())}
     else:
         try:
-            config = fr_config(recipe, inputs.shape[1:], faces.num_classes, pixel, dpsgd=args.defence == "dpsgd")
+            config = recipe.fr_config(inputs.shape[1:], faces.num_classes, "pixel" if pixel else "frequency",
+                                      "group" if args.defence == "dpsgd" else "batch")
             trainer = FRTrainer(config, args.device, seed=args.seed)
         except ValueError as e:
             raise SystemExit(f"train_fr.py: {e}") from None
@@ -188,7 +196,6 @@ def main(argv: list[str] | None = None) -> dict:
             r = mix_batch(x, y, k, faces.num_classes, 1.0, gen)
             return r.inputs, r.soft_labels
 
-        flip = (lambda x: x.flip(-1)) if pixel else masking.hflip
         # a shift by one map position is 8 / upsample pixels of the face: pixel models shift by that distance
         max_shift = args.max_shift * (8 // args.upsample if pixel and args.backbone == "resnet" else 1)
         if args.defence == "dpsgd":
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "class_names": list(faces.names), "defence": args.defence,
                         "k": args.k if args.defence == "fixed" else None, "k_values": list(args.k_values),
                         **({"k_distribution": extra["k_distribution"]} if "k_distribution" in extra else {})}
-    emb = extract_embeddings(trainer.backbone, inputs[test_idx], progress=progress, device=args.device)
+    emb = extract_embeddings(trainer.backbone, inputs[test_idx], progress=progress, device=args.device, flip=test_flip)
     trainer.head.eval()
     with torch.no_grad():
         logits = trainer.head.logits(emb.to(args.device)).cpu()
@@ -227,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         "identification": {**identification_accuracy(logits, y_test), "balanced": balanced_accuracy(logits, y_test)},
         "chance": chance,
         "chance_top1": chance["uniform"],
+        "flip_test": bool(args.flip_test),
         "recipe": {**recipe.as_dict(), "upsample": None if pixel else args.upsample,
                    "colour": None if pixel else masking.colour, "storage": args.storage},
         "seconds_per_epoch": float(np.median(epoch_seconds)),
@@ -235,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
         **extra,
     }
     if Path(faces.source).name == "lfw.npz":
-        metrics["verification"] = verify_lfw(trainer, faces, prepare, Path(faces.source).parent, progress)
+        metrics["verification"] = verify_lfw(trainer, faces, prepare, Path(faces.source).parent, progress, test_flip)
     args.out.mkdir(parents=True, exist_ok=True)
     trainer.save(args.out / "fr_model.pt")
     np.savez(args.out / "split.npz", train_idx=train_idx, test_idx=test_idx, seed=args.seed, **split)
@@ -253,21 +261,12 @@ def main(argv: list[str] | None = None) -> dict:
     return metrics
 
 
-def fr_config(recipe, input_shape, num_classes: int, pixel: bool, dpsgd: bool = False) -> FRConfig:
-    """The :class:`FRConfig` of ``recipe`` for inputs of ``input_shape`` (``(C, h, w)``)."""
-    return FRConfig(in_channels=int(input_shape[0]), input_size=(int(input_shape[1]), int(input_shape[2])),
-                    num_classes=num_classes, embedding_dim=recipe.embedding_dim, backbone=recipe.backbone,
-                    widths=recipe.widths, blocks=recipe.blocks if recipe.backbone == "resnet" else None,
-                    stem="pixel" if pixel else "frequency", upsample=recipe.upsample, head=recipe.head,
-                    head_kwargs=dict(recipe.head_kwargs), lr=recipe.lr, weight_decay=recipe.weight_decay,
-                    lr_schedule=recipe.lr_schedule, warmup=recipe.warmup, norm="group" if dpsgd else "batch")
-
-
-def verify_lfw(trainer: FRTrainer, faces, prepare, folder: Path, progress: bool) -> dict:
-    """10-fold verification on the official pairs: all pairs, and apart those whose identities were not trained on."""
+def verify_lfw(trainer: FRTrainer, faces, prepare, folder: Path, progress: bool, flip=None) -> dict:
+    """10-fold verification on the official pairs: all pairs, and apart those whose identities were not trained on
+    (with ``flip``, on flip-test embeddings)."""
     pairs_data = load_lfw_pairs(folder)
     p = pairs_data.pairs
-    emb = extract_embeddings(trainer.backbone, prepare(pairs_data.images), progress=progress)
+    emb = extract_embeddings(trainer.backbone, prepare(pairs_data.images), progress=progress, flip=flip)
     scores = verification_scores(emb[p.idx1], emb[p.idx2])
     trained = set(faces.names)
     names = np.asarray(pairs_data.names)

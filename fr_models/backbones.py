@@ -221,8 +221,8 @@ class FaceResNet(_StandardizedInput):
     ``in_channels -> widths[0]``) runs at ``R``. DCT maps of an image upsampled by ``f`` have resolution
     ``R * f / 8``; the frequency stem (1x1 convolution at that resolution, to the width the skipped stages would
     have produced) feeds them to stage ``log2(8 / f)``, the first stage whose input has their resolution. The
-    embedding layer is IResNet's: batch norm, flatten, linear, batch norm (the final maps keep their layout, which
-    carries where on the face a feature is).
+    embedding layer is IResNet's: batch norm, dropout, flatten, linear, batch norm (the final maps keep their
+    layout, which carries where on the face a feature is).
 
     :param in_channels: image planes (pixel stem) or kept frequency channels (frequency stem).
     :param input_size: ``(h, w)`` of the input: the image for the pixel stem, the maps for the frequency stem.
@@ -231,7 +231,8 @@ class FaceResNet(_StandardizedInput):
     :param blocks: residual blocks per stage (default: one each).
     :param stem: ``"pixel"`` or ``"frequency"`` (see :data:`STEMS`).
     :param upsample: for the frequency stem, the factor the faces were upsampled by before the DCT (1, 2, 4, 8).
-    :raises ValueError: a stem, factor or size the body cannot take; the message says what fits.
+    :param dropout: the embedding layer's dropout probability on the final maps (IResNet's; ``0``: none).
+    :raises ValueError: a stem, factor, size or dropout the body cannot take; the message says what fits.
     """
 
     def __init__(
@@ -243,8 +244,11 @@ class FaceResNet(_StandardizedInput):
         blocks: Sequence[int] | None = None,
         stem: str = "frequency",
         upsample: int = 4,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(in_channels, input_size, embedding_dim)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout!r} is invalid: accepted a probability 0 <= dropout < 1")
         widths = tuple(int(w) for w in widths)
         blocks = (1,) * len(widths) if blocks is None else tuple(int(b) for b in blocks)
         if not widths or min(widths) < 1 or len(blocks) != len(widths) or min(blocks) < 1:
@@ -276,7 +280,8 @@ class FaceResNet(_StandardizedInput):
                 c = widths[i]
         self.features = nn.Sequential(*layers)
         final = (image[0] >> stages, image[1] >> stages)
-        self.embed = nn.Sequential(nn.BatchNorm2d(c), nn.Flatten(),
+        # the dropout module only when there is one, so models saved before it existed load unchanged
+        self.embed = nn.Sequential(nn.BatchNorm2d(c), *([nn.Dropout(float(dropout))] if dropout else []), nn.Flatten(),
                                    nn.Linear(c * final[0] * final[1], embedding_dim, bias=False),
                                    nn.BatchNorm1d(embedding_dim))
         if min(widths) < 16:
@@ -315,9 +320,10 @@ def _group_norms(module: nn.Module) -> None:
 def make_backbone(
     name: str, in_channels: int, input_size: tuple[int, int], embedding_dim: int, widths: Sequence[int] | None = None,
     norm: str = "batch", blocks: Sequence[int] | None = None, stem: str = "frequency", upsample: int = 1,
+    dropout: float = 0.0,
 ) -> _StandardizedInput:
     """Build a backbone by name (one of :data:`BACKBONES`); ``widths=None`` takes its defaults; ``norm`` is one of
-    :data:`NORMS`; ``blocks``, ``stem`` and ``upsample`` are :class:`FaceResNet`'s (the other backbones take a
+    :data:`NORMS`; ``blocks``, ``stem``, ``upsample`` and ``dropout`` are :class:`FaceResNet`'s (the other backbones take a
     frequency input without upsampling, or pixels for ``"pixel"``)."""
     try:
         cls = BACKBONES[name]
@@ -327,10 +333,13 @@ def make_backbone(
         raise ValueError(f"unknown norm {norm!r}; accepted: {', '.join(NORMS)}")
     args = (in_channels, input_size, embedding_dim) + (() if widths is None else (widths,))
     if cls is FaceResNet:
-        net: _StandardizedInput = FaceResNet(*args, blocks=blocks, stem=stem, upsample=upsample)  # type: ignore[misc]
+        net: _StandardizedInput = FaceResNet(*args, blocks=blocks, stem=stem, upsample=upsample,  # type: ignore[misc]
+                                             dropout=dropout)
     else:
         if blocks is not None:
             raise ValueError(f"blocks={list(blocks)}: only the resnet backbone takes block counts")
+        if dropout:
+            raise ValueError(f"dropout={dropout}: only the resnet backbone takes an embedding dropout")
         net = cls(*args)
     if norm == "group":
         _group_norms(net)

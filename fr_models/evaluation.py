@@ -2,7 +2,8 @@
 
 Everything here is written with NumPy (and :func:`scipy.stats.rankdata`), with no scikit-learn dependency.
 
-* :func:`extract_embeddings` runs a backbone over a tensor of inputs in batches, without gradients.
+* :func:`extract_embeddings` runs a backbone over a tensor of inputs in batches, without gradients; with ``flip``
+  it gives the usual *flip test* embedding (the sum of the L2-normalised embeddings of a face and its mirror image).
 * :func:`identification_accuracy` gives closed-set top-k accuracy from a ``(N, C)`` logits matrix;
   :func:`balanced_accuracy` the mean per-identity accuracy, and :func:`chance_levels` what a classifier with no
   information scores (uniform guessing, and the constant guess of the largest training identity).
@@ -57,8 +58,14 @@ def extract_embeddings(
     batch_size: int = 256,
     progress: bool = False,
     device: str | torch.device | None = None,
+    flip: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run ``model`` over ``inputs`` in batches under :func:`torch.no_grad` and return the stacked outputs on CPU.
+
+    With ``flip`` (a function that mirrors a batch of inputs: ``x.flip(-1)`` for pixels,
+    :meth:`mixup_env.transform.FrequencyMasking.hflip` for masked DCT channels), each embedding is the flip test's:
+    ``normalize(model(x)) + normalize(model(flip(x)))``, as face-recognition evaluations usually report (ArcFace's
+    LFW protocol). It costs a second forward pass; cosine scores and margin-head logits are unchanged by its scale.
 
     If ``model`` is an :class:`torch.nn.Module`, it is put in eval mode during extraction (so batch-norm uses its
     running statistics and the result does not depend on ``batch_size``), and the training flag of the module and
@@ -70,6 +77,7 @@ def extract_embeddings(
     :param progress: show a tqdm progress bar (desc ``"embeddings"``, counted in inputs).
     :param device: move each batch to this device before calling ``model``. The model itself is not moved: it must
         already be on that device. ``None`` leaves the batches where ``inputs`` is.
+    :param flip: mirror the inputs and add the two normalised embeddings (the flip test); ``None``: plain outputs.
     :return: the embeddings, ``(N, D)`` (the shape and dtype ``model`` returns, concatenated along dim 0), on CPU,
         without gradient history.
     :raises TypeError: if ``inputs`` is not a tensor, or ``model`` does not return one.
@@ -82,6 +90,8 @@ def extract_embeddings(
         raise ValueError(f"inputs must be non-empty with a batch dimension, got shape {tuple(inputs.shape)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if flip is not None and not callable(flip):
+        raise TypeError(f"flip must be a callable that mirrors a batch of inputs or None, got {type(flip).__name__}")
 
     modes: list[tuple[nn.Module, bool]] = []
     if isinstance(model, nn.Module):
@@ -102,6 +112,11 @@ def extract_embeddings(
                     raise ValueError(
                         f"model returned shape {tuple(out.shape)} for a batch of {batch.shape[0]} inputs"
                     )
+                if flip is not None:
+                    mirrored = model(flip(batch))
+                    if not isinstance(mirrored, torch.Tensor) or mirrored.shape != out.shape:
+                        raise ValueError("model must return the same shape for a batch and its mirror image")
+                    out = nn.functional.normalize(out, dim=1) + nn.functional.normalize(mirrored, dim=1)
                 outputs.append(out.detach().cpu())
                 bar.update(batch.shape[0])
     finally:

@@ -141,6 +141,7 @@ class FRConfig:
     :ivar lr_schedule: ``"constant"``, or ``"cosine"``: a linear warm-up over the first ``warmup`` fraction of the
         updates, then a cosine decay to 0 at :attr:`FRTrainer.total_updates`.
     :ivar warmup: the warm-up fraction of ``"cosine"``, in ``[0, 1)``.
+    :ivar dropout: the embedding layer's dropout (``"resnet"`` only).
     """
 
     in_channels: int
@@ -159,6 +160,7 @@ class FRConfig:
     upsample: int = 1
     lr_schedule: str = "constant"
     warmup: float = 0.05
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_classes", "embedding_dim"):
@@ -194,7 +196,7 @@ class FRTrainer:
                 torch.manual_seed(seed)
             self.backbone = make_backbone(
                 config.backbone, config.in_channels, config.input_size, config.embedding_dim, config.widths,
-                config.norm, config.blocks, config.stem, config.upsample,
+                config.norm, config.blocks, config.stem, config.upsample, config.dropout,
             ).to(self.device)
             self.head: ClassifierHead = make_head(
                 config.head, config.embedding_dim, config.num_classes, **config.head_kwargs

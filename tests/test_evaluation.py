@@ -228,6 +228,30 @@ def test_extract_embeddings_plain_callable_and_restore_on_error():
     assert boom.training
 
 
+def test_extract_embeddings_flip_test_sums_normalised_embeddings():
+    x = torch.tensor([[1.0, 2.0, 4.0], [3.0, 0.0, 0.0]])
+    # a model that is not mirror-symmetric: the flip test is the sum of the two unit embeddings
+    out = extract_embeddings(lambda b: b * torch.tensor([1.0, 2.0, 3.0]), x, flip=lambda b: b.flip(-1))
+    a = torch.tensor([[1.0, 4.0, 12.0], [3.0, 0.0, 0.0]])
+    b = torch.tensor([[4.0, 4.0, 3.0], [0.0, 0.0, 9.0]])
+    torch.testing.assert_close(out, a / a.norm(dim=1, keepdim=True) + b / b.norm(dim=1, keepdim=True))
+    # a face and its mirror image get the same flip-test embedding (a real FR backbone, masked DCT input)
+    from fr_models.backbones import make_backbone
+    from mixup_env.transform import ChannelMask, FrequencyMasking
+
+    masking = FrequencyMasking(ChannelMask(), upsample=2)
+    torch.manual_seed(0)
+    faces = masking(torch.rand(3, 1, 32, 32))
+    net = make_backbone("resnet", faces.shape[1], (faces.shape[2], faces.shape[3]), 16, widths=(8, 8, 8, 16),
+                        stem="frequency", upsample=2)
+    e, e_mirror = (extract_embeddings(net, f, flip=masking.hflip) for f in (faces, masking.hflip(faces)))
+    torch.testing.assert_close(e, e_mirror, rtol=1e-4, atol=1e-5)
+    plain = extract_embeddings(net, faces)
+    assert not torch.allclose(plain, extract_embeddings(net, masking.hflip(faces)), atol=1e-3)
+    with pytest.raises(TypeError, match="flip must be a callable"):
+        extract_embeddings(net, faces, flip="hflip")
+
+
 # ------------------------------------------------------------------------------------------------- bad inputs
 
 

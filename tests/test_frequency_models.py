@@ -177,6 +177,38 @@ def test_resnet_bad_input_is_named():
         make_backbone("grid", 54, (8, 8), 32, blocks=(1, 1))
     with pytest.raises(ValueError, match="unknown FR recipe 'huge'; known recipes: real"):
         get_recipe("huge")
+    with pytest.raises(ValueError, match="dropout=1.0 is invalid: accepted a probability 0 <= dropout < 1"):
+        make_backbone("resnet", 54, (16, 16), 32, stem="frequency", upsample=4, dropout=1.0)
+    with pytest.raises(ValueError, match="only the resnet backbone takes an embedding dropout"):
+        make_backbone("grid", 54, (8, 8), 32, dropout=0.2)
+
+
+def test_embedding_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    net = make_backbone("resnet", 54, (16, 16), 32, (8, 8, 8, 16), stem="frequency", upsample=4, dropout=0.5)
+    plain = make_backbone("resnet", 54, (16, 16), 32, (8, 8, 8, 16), stem="frequency", upsample=4)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 1
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    # without dropout the embedding layer keeps its old keys (models saved before dropout existed load unchanged)
+    assert {k for k in plain.state_dict() if k.startswith("embed.")} >= {"embed.2.weight", "embed.3.running_mean"}
+    moved = {"embed.3.": "embed.2.", "embed.4.": "embed.3."}
+    plain.load_state_dict({next((k.replace(o, n) for o, n in moved.items() if k.startswith(o)), k): v
+                           for k, v in net.state_dict().items()})
+    x = torch.randn(4, 54, 16, 16)
+    net.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), plain(x))
+        net.train()
+        assert not torch.allclose(net(x), net(x))  # two dropout draws
+
+
+def test_recipe_builds_the_fr_config():
+    cfg = get_recipe("real").replace(dropout=0.3, blocks=(1, 2, 2, 1)).fr_config((54, 16, 16), 7, stem="frequency")
+    assert (cfg.in_channels, cfg.input_size, cfg.num_classes) == (54, (16, 16), 7)
+    assert (cfg.backbone, cfg.head, cfg.upsample, cfg.dropout, cfg.blocks) == ("resnet", "cosface", 4, 0.3, (1, 2, 2, 1))
+    legacy = get_recipe("legacy").fr_config((54, 8, 8), 7, norm="group")
+    assert (legacy.backbone, legacy.blocks, legacy.dropout, legacy.norm, legacy.upsample) == ("grid", None, 0.0,
+                                                                                             "group", 1)
 
 
 # ----------------------------------------------------------------------------------------------- heads

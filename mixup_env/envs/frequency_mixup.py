@@ -17,7 +17,7 @@ from gymnasium import spaces
 
 from fr_models.data import FaceData, images_to_tensor, load_faces, split_per_identity
 from fr_models.recipes import default_recipe, get_recipe
-from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch_save, load_checkpoint
+from fr_models.trainer import CheckpointError, FRTrainer, atomic_torch_save, load_checkpoint
 from fr_models.training import channel_stats as _channel_stats
 from fr_models.training import calibration_subset, random_flip, random_shift
 from mixup_env.mixing import mix_batch
@@ -314,22 +314,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._class_frequency = counts / counts.max()
         self._in_mean, self._in_std = _channel_stats(self._train_x)
         r = self.recipe
-        self.fr_config = FRConfig(
-            in_channels=int(freq.shape[1]),
-            input_size=(int(freq.shape[2]), int(freq.shape[3])),
-            num_classes=self.num_classes,
-            embedding_dim=int(r.embedding_dim),
-            backbone=r.backbone,
-            widths=r.widths,
-            blocks=r.blocks if r.backbone == "resnet" else None,
-            upsample=r.upsample,
-            head=r.head,
-            head_kwargs=dict(r.head_kwargs),
-            lr=float(r.lr),
-            weight_decay=float(r.weight_decay),
-            lr_schedule=r.lr_schedule,
-            warmup=float(r.warmup),
-        )
+        self.fr_config = r.fr_config(freq.shape[1:], self.num_classes)
         FRTrainer(self.fr_config, "cpu")  # fail now, not at reset, on a bad model configuration
 
         k_count, n = len(self.k_values), self.batch_size
