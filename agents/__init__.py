@@ -12,6 +12,7 @@ from agents.sb3 import (
     INFO_KEYS,
     PPO_DEFAULTS,
     MixingStatsCallback,
+    load_obs_normalizer,
     load_vec_normalize,
     make_agent,
     make_ppo,
@@ -41,6 +42,7 @@ __all__ = [
     "run_episode",
     "save_agent",
     "vecnormalize_path",
+    "load_obs_normalizer",
     "load_vec_normalize",
     "save_vec_normalize",
 ]

@@ -23,7 +23,10 @@ from agents.evaluation import run_episode
 from agents.reinforce import Reinforce
 from agents.sb3 import make_agent
 
-__all__ = ["ComparisonResult", "compare_agents", "format_comparison", "plot_comparison"]
+__all__ = ["BASELINES", "ComparisonResult", "compare_agents", "format_comparison", "plot_comparison"]
+
+#: the baseline agents besides the fixed-k ones (``fixed_k=<k>``)
+BASELINES = ("random_k", "schedule_k")
 
 
 @dataclass
@@ -48,20 +51,25 @@ class ComparisonResult:
     def mean(self, agent: str, key: str = "reward") -> float:
         return float(np.mean(self.rows[agent][key]))
 
-    def best_fixed(self) -> str:
-        """The fixed-k agent with the highest mean reward over seeds."""
+    def best_fixed(self) -> str | None:
+        """The fixed-k agent with the highest mean reward over seeds (``None`` when no fixed-k agent ran)."""
         fixed = [a for a in self.rows if a.startswith("fixed_k=")]
-        return max(fixed, key=self.mean)
+        return max(fixed, key=self.mean) if fixed else None
 
-    def verdicts(self, agents: Sequence[str] = ("reinforce", "ppo")) -> list[str]:
-        """Whether each learning agent beat random k and the best fixed k on every seed ("beats"), lost on every
-        seed ("loses to"), matched it exactly ("equals") or neither ("is mixed against"), with the per-seed paired
-        differences."""
+    def learners(self) -> list[str]:
+        """The agents that are not baselines (fixed k, random k, the k schedule): REINFORCE and the SB3 agent."""
+        return [a for a in self.rows if not (a.startswith("fixed_k=") or a in BASELINES)]
+
+    def verdicts(self, agents: Sequence[str] | None = None) -> list[str]:
+        """Whether each learning agent (default: every one in the result, :meth:`learners`) beat random k and the
+        best fixed k on every seed ("beats"), lost on every seed ("loses to"), matched it exactly ("equals") or
+        neither ("is mixed against"), with the per-seed paired differences; a reference that did not run is left
+        out."""
         out = []
-        for a in agents:
+        for a in self.learners() if agents is None else agents:
             if a not in self.rows:
                 continue
-            for ref in ("random_k", self.best_fixed()):
+            for ref in (r for r in ("random_k", self.best_fixed()) if r is not None and r in self.rows):
                 diff = np.asarray(self.rows[a]["reward"]) - np.asarray(self.rows[ref]["reward"])
                 wins, losses = int((diff > 1e-12).sum()), int((diff < -1e-12).sum())
                 if wins == len(diff):
@@ -130,7 +138,7 @@ def format_comparison(result: ComparisonResult) -> str:
     for agent, row in result.rows.items():
         cells = [f"{np.mean(row[key]):8.4f} ± {np.std(row[key]):<7.4f}" for key in ("reward", "accuracy", "k")]
         lines.append(f"{agent:>14}  {cells[0]:>18}  {cells[1]:>16}  {cells[2]:>12}")
-    lines.append(f"best fixed k: {result.best_fixed()}")
+    lines.append(f"best fixed k: {result.best_fixed() or 'none run'}")
     lines.extend(result.verdicts())
     if result.train_seconds:
         lines.append("training time: " + ", ".join(f"{a} {s:.0f} s" for a, s in result.train_seconds.items()))
@@ -138,14 +146,14 @@ def format_comparison(result: ComparisonResult) -> str:
 
 
 def plot_comparison(result: ComparisonResult, path: str | Path, title: str = "") -> Path:
-    """Bar charts (mean, with the standard deviation over seeds) of mean reward and final accuracy per agent."""
-    import matplotlib
+    """Bar charts (mean, with the standard deviation over seeds) of mean reward and final accuracy per agent.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a :class:`matplotlib.figure.Figure` of its own: the importing program's pyplot backend is left alone."""
+    from matplotlib.figure import Figure
 
     names = list(result.rows)
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(names) * 2), 4))
+    fig = Figure(figsize=(max(8, 1.1 * len(names) * 2), 4))
+    axes = fig.subplots(1, 2)
     for ax, key, label in zip(axes, ("reward", "accuracy"), ("mean reward (eval episode)", "final clean accuracy")):
         means = [np.mean(result.rows[n][key]) for n in names]
         stds = [np.std(result.rows[n][key]) for n in names]
@@ -157,5 +165,4 @@ def plot_comparison(result: ComparisonResult, path: str | Path, title: str = "")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out

@@ -141,21 +141,30 @@ class Reinforce:
         :param obs: the observation the action was chosen from.
         :param action: the env action taken (``(N,)`` indices per sample, or one index).
         :param reward: the scalar reward, or ``(N,)`` per-sample rewards.
-        :return: ``loss``, ``advantage`` (mean) and ``entropy`` of this step.
+        :return: ``loss``, ``advantage`` (mean) and ``entropy`` of this step, and ``skipped``: ``1.0`` when a
+            reward was not finite (an env fault step: ``info["mixed_loss_per_sample"]`` is then NaN), in which case
+            nothing was learned and the agent's state is unchanged.
         """
         r = np.asarray(reward, dtype=np.float64).reshape(-1)
+        if not np.isfinite(r).all():
+            return {"loss": float("nan"), "advantage": float("nan"), "entropy": float("nan"), "skipped": 1.0}
+        m = self.baseline_momentum
         # Baseline: with per-sample rewards, the mean reward of the *other* samples of the same step (it removes
-        # whatever the whole step shares, such as how far training is); with one scalar reward, a running mean.
+        # whatever the whole step shares, such as how far training is); with one scalar reward, a running mean,
+        # started at the first reward itself (so the first step, with nothing to compare it to, has advantage 0).
         if r.size > 1:
             baseline = (r.sum() - r) / (r.size - 1)
         else:
-            baseline = np.full_like(r, self.reward_mean if self.updates else 0.0)
-            m = self.baseline_momentum
+            baseline = np.full_like(r, self.reward_mean if self.updates else float(r[0]))
             self.reward_mean = m * self.reward_mean + (1 - m) * float(r[0]) if self.updates else float(r[0])
-        # Scale: the running spread of (reward - baseline), so the step size does not depend on the reward's units.
-        m = self.baseline_momentum
+        # Scale: the running spread of (reward - baseline), so the step size does not depend on the reward's units;
+        # it starts at the first step that has a baseline to compare with.
         spread = float(((r - baseline) ** 2).mean())
-        self.reward_var = m * self.reward_var + (1 - m) * spread if self.updates else max(spread, 1e-8)
+        first = self.updates == (0 if r.size > 1 else 1)
+        if first:
+            self.reward_var = max(spread, 1e-8)
+        elif self.updates:
+            self.reward_var = m * self.reward_var + (1 - m) * spread
         advantage = (r - baseline) / np.sqrt(self.reward_var + 1e-8)
 
         logits = self._logits(obs)[0]  # (N or 1, K)
@@ -169,7 +178,7 @@ class Reinforce:
         loss.backward()
         self.optimizer.step()
         self.updates += 1
-        return {"loss": loss.item(), "advantage": float(advantage.mean()), "entropy": entropy.item()}
+        return {"loss": loss.item(), "advantage": float(advantage.mean()), "entropy": entropy.item(), "skipped": 0.0}
 
     def learn(self, total_timesteps: int, seed: int | None = None, progress_bar: bool = False,
               on_step: Callable[[dict[str, Any]], None] | None = None) -> Reinforce:

@@ -5,7 +5,7 @@ numbers of ``info`` (to tensorboard when the model has ``tensorboard_log``), and
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "INFO_KEYS",
     "MixingStatsCallback",
     "PPO_DEFAULTS",
+    "load_obs_normalizer",
     "load_vec_normalize",
     "make_agent",
     "make_ppo",
@@ -213,6 +214,23 @@ def vecnormalize_path(model_path: str | Path) -> Path:
     """Where :func:`save_agent` puts the ``VecNormalize`` statistics of a model saved at ``model_path``."""
     p = Path(model_path)
     return p.with_name(f"{p.stem}.vecnormalize.pt")
+
+
+def load_obs_normalizer(model_path: str | Path, env: gym.Env[Any, Any]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The observation normalisation an SB3 model saved by :func:`save_agent` was trained with: the frozen
+    ``normalize_obs`` of its ``VecNormalize`` statistics, for running the model on a plain env (e.g. with
+    :func:`agents.run_episode`'s ``normalize_obs``); ``None`` when the model was trained without normalised
+    observations (no statistics file beside it, or one with ``norm_obs=False``).
+
+    :param model_path: the model's path, as given to :func:`save_agent`.
+    :param env: an env with the observation space the model was trained on (not stepped).
+    """
+    stats = vecnormalize_path(model_path)
+    if not stats.is_file():
+        return None
+    vec = load_vec_normalize(stats, DummyVecEnv([lambda: env]))
+    vec.training = False
+    return vec.normalize_obs if vec.norm_obs else None
 
 
 _VECNORM_FLOATS = ("clip_obs", "clip_reward", "gamma", "epsilon")

@@ -299,7 +299,7 @@ def train_with_policy(args: argparse.Namespace, faces, n_train: int) -> tuple[FR
     each k (over every mixed face)."""
     import gymnasium as gym
 
-    from agents import ALGORITHMS, Reinforce, run_episode
+    from agents import ALGORITHMS, Reinforce, load_obs_normalizer, run_episode
 
     steps = args.epochs * (n_train // args.batch_size)
     env = gym.make(args.policy_env_id, data=faces, k_values=tuple(args.k_values), episode_steps=steps,
@@ -309,9 +309,14 @@ def train_with_policy(args: argparse.Namespace, faces, n_train: int) -> tuple[FR
                    embedding_dim=args.embedding_dim, head=args.head, upsample=args.upsample, colour=args.colour,
                    lr=args.lr, weight_decay=args.weight_decay, lr_schedule=args.lr_schedule, hflip=args.hflip,
                    max_shift=args.max_shift, storage=args.storage)
-    agent = Reinforce.load(args.policy, env) if args.policy_algo == "reinforce" else ALGORITHMS[args.policy_algo].load(args.policy)
+    if args.policy_algo == "reinforce":
+        agent, normalize_obs = Reinforce.load(args.policy, env), None
+    else:  # an SB3 model trained with --normalize sees observations through its saved statistics
+        agent, normalize_obs = ALGORITHMS[args.policy_algo].load(args.policy), load_obs_normalizer(args.policy, env)
     t0 = time.perf_counter()
-    episode = run_episode(agent, env, seed=args.seed)
+    episode = run_episode(agent, env, seed=args.seed, normalize_obs=normalize_obs)
+    print(f"  policy {args.policy} ({args.policy_algo}): observations "
+          f"{'normalised by its saved VecNormalize statistics' if normalize_obs else 'as the env gives them'}")
     per_epoch = (time.perf_counter() - t0) / args.epochs
     ks, counts = np.unique(np.concatenate([np.asarray(i["k_per_sample"]).reshape(-1) for i in episode.infos]),
                            return_counts=True)

@@ -104,6 +104,47 @@ def test_reinforce_learns_a_feature_dependent_rule():
     assert (action[high] == 4).mean() > 0.7 and (action[~high] == 0).mean() > 0.7
 
 
+def test_reinforce_skips_fault_steps_and_starts_from_no_advantage():
+    """A fault step's per-sample rewards are NaN: nothing is learned from them (the weights stayed finite before
+    only by luck; they went NaN and predict raised). The first scalar reward has nothing to compare with."""
+    import torch
+
+    from agents import Reinforce
+
+    class NaNEveryOtherStep(gym.Wrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            self.t = 0
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            self.t += 1
+            if self.t % 2:
+                info = {**info, "mixed_loss_per_sample": np.full_like(info["mixed_loss_per_sample"], np.nan)}
+            return obs, reward, terminated, truncated, info
+
+    env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=5, recipe="tiny",
+                   embedding_dim=32)
+    agent = Reinforce(NaNEveryOtherStep(env), seed=0, per_sample_reward=True).learn(6, seed=0)
+    assert agent.updates == 3 and agent.num_timesteps == 6
+    assert all(torch.isfinite(p).all() for p in agent.policy.parameters())
+    obs, _ = env.reset(seed=1)
+    assert env.action_space.contains(agent.predict(obs)[0])
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    out = agent.update(obs, agent.predict(obs)[0], np.full(16, np.nan))
+    assert out["skipped"] == 1.0 and agent.updates == 3
+    assert all(torch.equal(p, q) for p, q in zip(agent.policy.parameters(), before))
+
+    batch_env = gym.make("mixup_env/FrequencyMixup-v0", batch_size=16, episode_steps=5, recipe="tiny")
+    scalar = Reinforce(batch_env, seed=0, entropy_coef=0.0)
+    obs, _ = batch_env.reset(seed=0)
+    before = [p.detach().clone() for p in scalar.policy.parameters()]
+    out = scalar.update(obs, scalar.predict(obs)[0], 7.5)
+    assert out["advantage"] == 0.0 and out["skipped"] == 0.0 and scalar.reward_mean == 7.5
+    assert all(torch.equal(p, q) for p, q in zip(scalar.policy.parameters(), before))  # no gradient from it
+    assert scalar.update(obs, scalar.predict(obs)[0], 8.5)["advantage"] > 0.5  # above the baseline
+
+
 def test_reinforce_learn_on_env_save_load_and_bad_env(tmp_path):
     from agents import Reinforce
 

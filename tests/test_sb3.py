@@ -197,3 +197,22 @@ def test_comparison_verdicts():
     assert v[1].startswith("reinforce equals fixed_k=3")
     assert v[2].startswith("ppo is mixed against random_k") and "wins 1/2" in v[2]
     assert v[3].startswith("ppo is mixed against fixed_k=3")
+
+
+def test_comparison_verdicts_for_any_algorithm_and_without_fixed_agents(tmp_path):
+    import matplotlib
+
+    from agents.compare import ComparisonResult, format_comparison, plot_comparison
+
+    r = ComparisonResult(seeds=[0, 1])
+    for name, rewards in {"random_k": [1.5, 1.5], "schedule_k": [1.0, 1.0], "a2c": [2.0, 1.0]}.items():
+        for rw in rewards:
+            r.add(name, rw, 0.5, 3.0)
+    assert r.best_fixed() is None and r.learners() == ["a2c"]
+    assert r.verdicts() == ["a2c is mixed against random_k: reward difference +0.0000 (per seed: +0.5000, -0.5000; "
+                            "wins 1/2)"]
+    text = format_comparison(r)
+    assert "best fixed k: none run" in text and "a2c is mixed against random_k" in text
+    backend = matplotlib.get_backend()
+    assert plot_comparison(r, tmp_path / "c.png").stat().st_size > 1000
+    assert matplotlib.get_backend() == backend  # the program's backend is not switched

@@ -86,3 +86,28 @@ def test_train_fr_bad_arguments(tmp_path):
         res = subprocess.run([sys.executable, str(ROOT / "examples" / "train_fr.py"), *args], capture_output=True,
                              text=True, timeout=120, cwd=ROOT, env=ENV)
         assert res.returncode == 2 and msg in res.stderr
+
+
+def test_train_fr_runs_an_sb3_policy_with_its_observation_statistics(tmp_path):
+    """A policy trained with --normalize saw normalised observations: train_fr.py must give it the same."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    import mixup_env  # noqa: F401
+    from agents import load_obs_normalizer, make_agent, save_agent
+
+    make = lambda: gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=32, episode_steps=4)  # noqa: E731
+    vec = VecNormalize(DummyVecEnv([make]), norm_reward=False)
+    shape = vec.observation_space.shape
+    vec.obs_rms.mean, vec.obs_rms.var = np.full(shape, 2.0), np.full(shape, 4.0)
+    path = save_agent(make_agent("ppo", vec, seed=0), tmp_path / "ppo_agent.zip")
+    env = make()
+    normalize = load_obs_normalizer(path, env)
+    obs = env.observation_space.sample()
+    np.testing.assert_allclose(normalize(obs), np.clip((obs - 2.0) / np.sqrt(4.0 + 1e-8), -10, 10), rtol=1e-6)
+    assert load_obs_normalizer(tmp_path / "plain.zip", env) is None  # no statistics saved beside it
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "train_fr.py"), "--epochs", "1", "--batch-size", "32",
+                          "--no-progress", "--out", str(tmp_path / "fr"), "--defence", "policy", "--policy", str(path),
+                          "--policy-algo", "ppo"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "observations normalised by its saved VecNormalize statistics" in res.stdout
