@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ def training_parser(description: str, algo: str, env_id: str, algos: tuple[str, 
     p.add_argument("--normalize", action="store_true", help="VecNormalize observations and rewards")
     p.add_argument("--tensorboard", type=Path, default=None, help="tensorboard log folder")
     p.add_argument("--load", type=Path, default=None, help="continue from a saved agent (.zip)")
-    p.add_argument("--out", type=Path, default=Path(f"runs/{algo}"), help="output folder")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<algo>, so runs of two "
+                   "algorithms never overwrite each other)")
     p.add_argument("--device", default="cpu", help="torch device of the FR model and the policy")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -65,6 +67,8 @@ def check_training_args(args: argparse.Namespace) -> None:
 def parse_training_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check (see :func:`check_training_args`); bad arguments end with the parser's usage error."""
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path("runs") / args.algo
     try:
         check_training_args(args)
     except ValueError as e:
@@ -78,6 +82,8 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     :return: the summary printed and written to ``<out>/summary.json``.
     """
     check_training_args(args)
+    if getattr(args, "out", None) is None:
+        args.out = Path("runs") / args.algo
     env_kwargs: dict[str, Any] = dict(
         data=args.data, image_size=args.image_size, episode_steps=args.episode_steps, batch_size=args.batch_size,
         reward=args.reward, reward_kwargs=args.reward_kwargs, device=args.device,
@@ -103,6 +109,12 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 overrides["learning_starts"] = min(ALGO_DEFAULTS["sac"]["learning_starts"], max(args.timesteps // 4, 1))
             model = make_agent(args.algo, venv, seed=args.seed, device=args.device, **overrides)
         stats_cb = MixingStatsCallback()
+        rollout = int(getattr(model, "n_steps", 1)) * int(model.n_envs)
+        if args.timesteps and args.timesteps % rollout:
+            # PPO and A2C collect whole rollouts of n_steps x n_envs env steps before each update
+            runs = -(-args.timesteps // rollout) * rollout
+            print(f"note: {args.algo} collects rollouts of {rollout} env steps (n_steps x n_envs): --timesteps "
+                  f"{args.timesteps} runs {runs} steps", file=sys.stderr)
         t0 = time.perf_counter()
         if args.timesteps:
             model.learn(total_timesteps=args.timesteps, callback=stats_cb, progress_bar=not args.no_progress,
@@ -131,6 +143,7 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "env_id": args.env_id,
         "reward": args.reward,
         "timesteps": trained,
+        "timesteps_requested": int(args.timesteps),
         "train_seconds": round(train_s, 1),
         "steps_per_second": round(trained / train_s, 1) if trained else None,
         "mean_k_first_10pct": round(float(k_train[:tenth].mean()), 3),

@@ -46,6 +46,22 @@ def test_train_ppo_example_runs_and_saves(tmp_path):
     assert trainer.updates == 8  # the final episode's FR run under the learned strategy
 
 
+def test_train_ppo_output_per_algorithm_and_rollout_rounding_said(tmp_path):
+    from agents.training import parse_training_args, training_parser
+
+    parser = lambda: training_parser("t", "ppo", "mixup_env/FrequencyMixup-v0", ("ppo", "a2c"))  # noqa: E731
+    assert parse_training_args(parser(), ["--algo", "a2c"]).out == Path("runs/a2c")  # not the PPO run's folder
+    assert parse_training_args(parser(), []).out == Path("runs/ppo")
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--timesteps", "25", "--n-envs", "2",
+           "--episode-steps", "8", "--batch-size", "16", "--out", str(out), "--no-progress"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "ppo collects rollouts of 24 env steps (n_steps x n_envs): --timesteps 25 runs 48 steps" in res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["timesteps_requested"] == 25 and summary["timesteps"] == 48
+
+
 def test_train_ppo_rejects_bad_arguments():
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--episode-steps", "0"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)
