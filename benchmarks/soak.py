@@ -13,28 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import sys
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
+from fr_models.memory import rss_mib
+
 #: The small configuration the soak runs by default: every part of a step runs, each part is cheap.
 TINY: dict[str, Any] = {"batch_size": 16, "recipe": "tiny", "image_size": 32,
                         "episode_steps": 200, "eval_every": 50}
-
-
-def rss_mib() -> float:
-    """The current resident set size of this process in MiB (Linux ``/proc``; falls back to the peak elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:  # not Linux: the peak is the best available figure
-        scale = 1 if sys.platform == "darwin" else 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def soak(steps: int, warmup: int = 1000, samples: int = 20, action_mode: str = "sample_discrete",

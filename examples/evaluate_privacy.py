@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import math
 import sys
 import time
 from pathlib import Path
@@ -58,6 +58,7 @@ from fr_models.attacks import (
 from fr_models.attacks._loop import MIN_UPDATES
 from fr_models.attacks.target import load_target
 from fr_models.data import check_identity_split, images_to_tensor, load_faces
+from fr_models.memory import peak_rss_mib
 from fr_models.trainer import atomic_write
 from mixup_env import mix_batch
 from mixup_env.transform import input_transform
@@ -143,18 +144,14 @@ def make_mix(k_values: list[int], weights: list[float] | None = None):
         raise ValueError(f"need one non-negative weight per k, not all 0, got {weights} for k {k_values}")
 
     def mix(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pick = (torch.randint(len(ks), (len(x),), generator=gen) if weights is None
-                else torch.multinomial(p, len(x), replacement=True, generator=gen))
-        k = ks[pick].clamp(max=len(x)).to(x.device)
+        # drawn on the generator's device (the data-level attack gives one on the faces' device: CUDA there)
+        pick = (torch.randint(len(ks), (len(x),), generator=gen, device=gen.device) if weights is None
+                else torch.multinomial(p.to(gen.device), len(x), replacement=True, generator=gen))
+        k = ks.to(gen.device)[pick].clamp(max=len(x)).to(x.device)
         r = mix_batch(x, torch.zeros(len(x), dtype=torch.long, device=x.device), k, 1, 1.0, gen)
         return r.inputs, r.partners, r.weights
 
     return mix
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def vae_prior(args: argparse.Namespace, x_pub: torch.Tensor, public_names: list[str], progress: bool) -> VAEPrior:
@@ -232,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def record(name: str, res, seconds: float, extra: dict[str, Any]) -> None:
         m = attack_metrics(evaluator, res.images, res.classes, x_judged, y_judged, f_judged)
-        results[name] = {**m, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), **extra}
+        results[name] = {**m, "seconds": seconds, "peak_rss_mb": peak_rss_mib(), **extra}
         cells = torch.full((len(grid_ids), *res.images.shape[1:]), float("nan"))
         for r, c in enumerate(grid_ids):
             hit = (res.classes == c).nonzero()
@@ -252,7 +249,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 prior = priors.get("vae") or vae_prior(args, x_pub, pub.names, progress)
                 priors["vae"] = prior
             elif kind == "eigenface":
-                prior = priors.setdefault("eigenface", fit_eigenfaces(x_pub).to(args.device))
+                if "eigenface" not in priors:  # fitted once, for every attack that uses it
+                    priors["eigenface"] = fit_eigenfaces(x_pub).to(args.device)
+                prior = priors["eigenface"]
             res = invert(target, classes, prior, restarts=args.restarts, steps=args.steps, views=args.views,
                          seed=args.seed, progress=progress, public_images=x_pub if prior is not None else None)
             record(attack, res, time.perf_counter() - t0, {"threat_model": "white-box", **res.info,
@@ -315,5 +314,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
+def exit_status(report: dict[str, Any]) -> int:
+    """The exit code of a run: 0 when at least one attack was measured and its figures are finite, else 1 (and why,
+    on stderr): a run that measured nothing, or measured NaN, must not look like a success to a script or CI."""
+    scored = {k: v for k, v in report["attacks"].items() if "top1" in v}
+    if not scored:
+        print("evaluate_privacy.py: no attack measured anything (every one was skipped)", file=sys.stderr)
+        return 1
+    bad = [k for k, v in scored.items() if not all(math.isfinite(float(v[m])) for m in ("top1", "top5", "knn_dist"))]
+    if bad:
+        print(f"evaluate_privacy.py: non-finite figures from {', '.join(bad)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(exit_status(main()))

@@ -85,6 +85,12 @@ def test_evaluate_privacy_runs_every_attack(trained, tmp_path, monkeypatch) -> N
                                      "--evaluator", str(out / "evaluator.pt"), "--attacks", "blackbox_embeddings",
                                      "datalevel", "--out", str(tmp_path / "none"), *TINY])
     assert "skipped" in report2["attacks"]["datalevel"] and "top1" in report2["attacks"]["blackbox_embeddings"]
+    # the exit code says whether anything was measured, and measured finitely (it was always 0)
+    assert evaluate_privacy.exit_status(report) == 0 and evaluate_privacy.exit_status(report2) == 0
+    skipped_only = {"attacks": {"datalevel": report2["attacks"]["datalevel"]}}
+    assert evaluate_privacy.exit_status(skipped_only) == 1
+    nan = {"attacks": {"blackbox_embeddings": {**report2["attacks"]["blackbox_embeddings"], "top1": float("nan")}}}
+    assert evaluate_privacy.exit_status(nan) == 1
 
     points = pareto_report.main([str(out / "privacy.json"), str(tmp_path / "none" / "privacy.json"),
                                  "--out", str(tmp_path / "pareto.png")])
@@ -114,3 +120,18 @@ def test_evaluate_privacy_errors(trained, tmp_path) -> None:
         evaluate_privacy.main(["--model", model, "--data", "synthetic", "--split", str(tmp_path / "nosplit.npz"), *TINY])
     with pytest.raises(SystemExit):
         evaluate_privacy.main(["--model", model, "--steps", "0"])
+
+
+def test_make_mix_draws_on_the_generator_device() -> None:
+    """The data-level attack gives make_mix a generator on the faces' device; the draws must happen there."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 54, 4, 4)
+    for weights in (None, [0.0, 1.0]):
+        mixed, partners, w = evaluate_privacy.make_mix([2, 3], weights)(x, gen)
+        assert mixed.shape == x.shape and partners.shape[0] == 6
+        assert weights is None or (w > 0).sum(1).eq(3).all()  # k = 3 only
+    if torch.cuda.is_available():
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        for weights in (None, [1.0, 1.0]):
+            mixed, _, _ = evaluate_privacy.make_mix([2, 3], weights)(x.cuda(), gen)
+            assert mixed.device.type == "cuda"
