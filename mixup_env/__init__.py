@@ -15,11 +15,14 @@ import gymnasium
 from mixup_env.envs import ACTION_MODES, GLOBAL_FEATURES, SAMPLE_FEATURES, FrequencyMixupEnv, split_observation
 from mixup_env.mixing import MixResult, mix_batch, sample_dirichlet
 from mixup_env.rewards import (
+    EpisodeStart,
+    Reward,
     StepRecord,
     UtilityAware,
     WeightedSum,
     get_reward,
     list_rewards,
+    as_reward,
     make_reward,
     register_reward,
 )
@@ -58,9 +61,12 @@ __all__ = [
     "FrequencyMixupEnv",
     "MixResult",
     "SAMPLE_FEATURES",
+    "EpisodeStart",
+    "Reward",
     "StepRecord",
     "UtilityAware",
     "WeightedSum",
+    "as_reward",
     "block_dct",
     "block_idct",
     "get_reward",

@@ -1,7 +1,17 @@
-"""Rewards as named objects, chosen by string.
+"""Rewards: chosen by name, or passed in as a function or a :class:`Reward` object.
 
 A reward is a function of one :class:`StepRecord` (the numbers one env step produced), never of the env
-itself. Register your own with the decorator and select it with ``gymnasium.make(id, reward="name")``::
+itself. The env takes it in three forms (:func:`as_reward`):
+
+* a registered **name** (``reward="fr_loss"``), with ``reward_kwargs``;
+* a **callable** ``record -> value`` (a function, or a ``functools.partial``);
+* a :class:`Reward` **object**: declared inputs (``requires``), ``reset(start)`` at each episode (for a reward
+  with state), ``__call__(record)`` and ``on_fault(record)`` (the reward of a step whose FR update failed).
+
+A callable or an object travels with the env into spawned ``SubprocVecEnv`` workers (they are pickled with it);
+a *name* registered under ``if __name__ == "__main__":`` does not (the worker never ran that block), so pass
+such rewards as objects. Register your own with the decorator and select it with
+``gymnasium.make(id, reward="name")``::
 
     from mixup_env import register_reward
 
@@ -35,6 +45,9 @@ import numpy as np
 
 __all__ = [
     "ON_DEMAND",
+    "EpisodeStart",
+    "Reward",
+    "as_reward",
     "RewardFn",
     "RewardValue",
     "StepRecord",
@@ -45,6 +58,7 @@ __all__ = [
     "make_reward",
     "record_terms",
     "register_reward",
+    "reward_label",
     "reward_requires",
 ]
 
@@ -192,6 +206,120 @@ def fr_loss(record: StepRecord) -> float:
     """The paper's reward (Wang et al., 2024): the FR loss on the mixed batch. High loss = hard to learn
     from = more privacy; the FR network minimises the same loss, so the two are adversaries."""
     return record.mixed_loss
+
+
+@dataclass(frozen=True)
+class EpisodeStart:
+    """What a reward is told when an episode starts (:meth:`Reward.reset`).
+
+    :ivar episode_steps: steps in the episode.
+    :ivar num_classes: identities of the FR task (``log(num_classes)`` is the chance-level cross-entropy).
+    :ivar k_values: the k the env can choose from.
+    """
+
+    episode_steps: int
+    num_classes: int
+    k_values: tuple[int, ...]
+
+
+class Reward:
+    """A reward as an object (after CompilerGym's ``Reward``): what it reads, a reset at each episode, its value at a
+    step and at a fault step. Subclass it and define :meth:`__call__`; the rest is optional::
+
+        class Improvement(Reward):
+            requires = frozenset({"mixed_loss"})
+
+            def reset(self, start):
+                self.last = None
+
+            def __call__(self, record):
+                out = 0.0 if self.last is None else record.mixed_loss - self.last
+                self.last = record.mixed_loss
+                return out
+
+    :ivar requires: the :class:`StepRecord` quantities it reads (``None``: all; see :func:`reward_requires`).
+    """
+
+    requires: frozenset[str] | None = None
+
+    def reset(self, start: EpisodeStart) -> None:
+        """Called by the env's ``reset``, before the episode's first step (default: nothing)."""
+
+    def __call__(self, record: StepRecord) -> RewardValue:
+        """The reward of one step: a number, or named terms whose sum is the reward."""
+        raise NotImplementedError(f"{type(self).__name__} must define __call__(record)")
+
+    def on_fault(self, record: StepRecord) -> float:
+        """The reward of a step whose FR update was refused (a non-finite loss or gradient, or non-finite weights;
+        the episode ends there). ``record.mixed_loss`` may be ``nan``. Default: ``0.0``."""
+        return 0.0
+
+
+class _CallableReward(Reward):
+    """A function ``record -> value`` (or a registered reward's instance) as a :class:`Reward`; its ``requires``,
+    ``reset`` and ``on_fault`` are used when it has them."""
+
+    def __init__(self, fn: Callable[[StepRecord], RewardValue]) -> None:
+        self.fn = fn
+        obj = fn.func if isinstance(fn, functools.partial) else fn
+        self.requires = getattr(obj, "requires", None)
+
+    def reset(self, start: EpisodeStart) -> None:
+        if callable(getattr(self.fn, "reset", None)):
+            self.fn.reset(start)  # type: ignore[attr-defined]
+
+    def __call__(self, record: StepRecord) -> RewardValue:
+        return self.fn(record)
+
+    def on_fault(self, record: StepRecord) -> float:
+        hook = getattr(self.fn, "on_fault", None)
+        return float(hook(record)) if callable(hook) else 0.0
+
+    def __repr__(self) -> str:
+        return f"Reward({self.fn!r})"
+
+
+def as_reward(reward: str | Reward | Callable[..., Any], kwargs: Mapping[str, Any] | None = None) -> Reward:
+    """The :class:`Reward` the env uses for ``reward``.
+
+    :param reward: a registered name, a :class:`Reward` object or class, or a callable ``record -> value``.
+    :param kwargs: options: for a name (``reward_kwargs``) or a class (its constructor's); none for an object or a
+        callable (bind them yourself, e.g. with ``functools.partial``).
+    :raises ValueError: an unknown name.
+    :raises TypeError: something that is not a reward, or options it cannot take.
+    """
+    kwargs = dict(kwargs or {})
+    if isinstance(reward, str):
+        obj = make_reward(reward, kwargs)
+    elif inspect.isclass(reward):
+        try:
+            obj = reward(**kwargs)
+        except TypeError as e:
+            raise TypeError(f"reward class {reward.__name__} does not accept reward_kwargs {kwargs}: {e}") from None
+    elif callable(reward):
+        if kwargs:
+            raise TypeError(f"reward_kwargs {kwargs} go with a reward name or class; a reward object or function "
+                            "takes none (bind options with functools.partial)")
+        obj = reward
+    else:
+        raise TypeError(f"reward must be a registered name, a Reward object or class, or a callable record -> value; "
+                        f"got {type(reward).__name__}")
+    if isinstance(obj, Reward):
+        if obj.requires is not None:
+            obj.requires = _check_requires(obj.requires, f"reward {obj!r}")
+        return obj
+    return _CallableReward(obj)
+
+
+def reward_label(reward: str | Reward | Callable[..., Any]) -> str:
+    """A name for ``reward`` in summaries and checkpoint fingerprints: the registered name, or the qualified name of
+    the object's class or the function."""
+    if isinstance(reward, str):
+        return reward
+    obj = reward.fn if isinstance(reward, _CallableReward) else reward
+    obj = obj.func if isinstance(obj, functools.partial) else obj
+    target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+    return f"{target.__module__}.{target.__qualname__}"
 
 
 def record_terms() -> list[str]:

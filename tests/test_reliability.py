@@ -181,7 +181,8 @@ def test_any_valid_configuration_and_action_steps_without_crashing(mode, batch, 
 def test_any_action_is_stepped_or_refused_with_a_value_error(action):
     env = _STEP_ENV
     try:
-        env.step(action)
+        if env.step(action)[3]:
+            env.reset()  # stepping past an episode's end is refused
     except ValueError as e:
         assert "outside the action space" in str(e)
 
@@ -270,6 +271,32 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path: Path) -> Non
         _env(batch_size=4, k_values=(2, 3)).load_checkpoint(tmp_path / "env.pt")
     with pytest.raises(RuntimeError, match="call reset"):
         _env().save_checkpoint(tmp_path / "none.pt")
+
+
+def test_a_checkpoint_of_another_version_is_refused(tmp_path: Path) -> None:
+    env = _env()
+    env.reset(seed=0)
+    path = env.save_checkpoint(tmp_path / "env.pt")
+    state = torch.load(path, weights_only=True)
+    state["version"] = 0
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="is a version 0 env checkpoint; this mixup_env reads version 1 only"):
+        _env().load_checkpoint(tmp_path / "old.pt")
+
+
+def test_stepping_past_the_end_and_reset_options_are_refused_clearly() -> None:
+    env = _env(episode_steps=2)
+    with pytest.raises(ValueError, match=r"reset\(options=\{'k': 3\}\): this env takes no reset options"):
+        env.reset(seed=0, options={"k": 3})
+    env.reset(seed=0, options={})  # empty options are no options
+    assert not env.step(0)[3] and env.step(0)[3]  # truncated after the second step
+    with pytest.raises(RuntimeError, match="the episode was truncated after 2 steps: call reset"):
+        env.step(0)
+    env.reset()
+    env._batch = (torch.full_like(env._batch[0], float("nan")), env._batch[1])  # a fault ends the episode too
+    assert env.step(0)[3]
+    with pytest.raises(RuntimeError, match=r"truncated after 1 steps \(non-finite FR loss\): call reset"):
+        env.step(0)
 
 
 @pytest.mark.parametrize("loader", ["fr", "env", "reinforce", "generic"])

@@ -5,6 +5,8 @@ import pytest
 
 from mixup_env.rewards import (
     _REWARDS,
+    ON_DEMAND,
+    Reward,
     StepRecord,
     UtilityAware,
     WeightedSum,
@@ -156,3 +158,111 @@ def test_rewards_declare_what_the_env_must_measure(clean_registry):
 def test_register_reward_refuses_bad_requires(clean_registry, requires, error, match):
     with pytest.raises(error, match=match):
         register_reward("bad", requires=requires)
+
+
+# ------------------------------------------------------------------------------------------ reward objects
+class Counting(Reward):
+    """A stateful reward object: counts episodes and steps, reads only the mixed loss, pays -1 on a fault."""
+
+    requires = frozenset({"mixed_loss"})
+
+    def __init__(self):
+        self.resets, self.steps, self.starts = 0, 0, []
+
+    def reset(self, start):
+        self.resets += 1
+        self.steps = 0
+        self.starts.append(start)
+
+    def __call__(self, record):
+        self.steps += 1
+        return record.mixed_loss + 100 * self.steps
+
+    def on_fault(self, record):
+        return -1.0
+
+
+def test_a_reward_object_is_reset_each_episode_and_declares_its_inputs(tiny_env_kwargs):
+    import gymnasium as gym
+    import torch
+
+    import mixup_env  # noqa: F401
+
+    reward = Counting()
+    env = gym.make("mixup_env/FrequencyMixup-v0", **tiny_env_kwargs, reward=reward)
+    base = env.unwrapped
+    assert base.reward_fn is reward and base.measured == frozenset()  # no clean_loss_after pass
+    assert base.reward_name.endswith("Counting")
+    env.reset(seed=0)
+    assert reward.resets == 1 and reward.starts[0].episode_steps == tiny_env_kwargs["episode_steps"]
+    for step in (1, 2):
+        _, r, _, _, info = env.step(0)
+        assert r == pytest.approx(info["mixed_loss"] + 100 * step) and "clean_loss_after" not in info
+    env.reset(seed=1)
+    assert reward.resets == 2 and reward.steps == 0
+    base._batch = (torch.full_like(base._batch[0], float("nan")), base._batch[1])  # a poisoned batch: a fault
+    _, r, _, truncated, info = env.step(0)
+    assert truncated and info["truncated_reason"] == "non-finite FR loss" and r == -1.0
+
+
+def test_a_callable_or_a_class_is_a_reward_and_bad_ones_are_named(tiny_env_kwargs):
+    import gymnasium as gym
+
+    import mixup_env  # noqa: F401
+    from mixup_env.rewards import as_reward, reward_label
+
+    env = gym.make("mixup_env/FrequencyMixup-v0", **tiny_env_kwargs, reward=lambda rec: -rec.k_mean)
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(env.unwrapped.action_for_k(3))
+    assert r == -3.0 and env.unwrapped.measured == ON_DEMAND  # a callable that says nothing gets everything
+    obj = as_reward(UtilityAware, {"floor": 0.5})
+    assert obj(RECORD) == UtilityAware(floor=0.5)(RECORD) and reward_label(UtilityAware).endswith("UtilityAware")
+    assert as_reward("fr_loss")(RECORD) == 2.5 and reward_label("fr_loss") == "fr_loss"
+    with pytest.raises(TypeError, match="reward_kwargs .* go with a reward name or class"):
+        as_reward(lambda rec: 0.0, {"price": 1})
+    with pytest.raises(TypeError, match="reward must be a registered name, a Reward object or class, or a callable"):
+        as_reward(3.0)
+    with pytest.raises(TypeError, match="reward class UtilityAware does not accept reward_kwargs"):
+        as_reward(UtilityAware, {"bogus": 1})
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        as_reward("nope")
+
+
+SPAWNED_REWARD = '''
+import numpy as np
+from agents import make_vec_env
+from mixup_env import Reward
+
+
+class PricedMixing(Reward):  # defined in __main__: a spawned worker can only get it with the env, pickled
+    requires = frozenset({"mixed_loss", "k_mean"})
+
+    def __call__(self, record):
+        return record.mixed_loss - 0.5 * record.k_mean
+
+
+if __name__ == "__main__":
+    venv = make_vec_env("mixup_env/FrequencyMixup-v0", 2, 0, {"batch_size": 16, "episode_steps": 4,
+                        "recipe": "tiny", "reward": PricedMixing()}, vec_env="subproc")
+    venv.reset()
+    _, rewards, _, infos = venv.step(np.array([0, 4]))
+    for r, info in zip(rewards, infos):
+        assert abs(r - (info["mixed_loss"] - 0.5 * info["k"])) < 1e-5, (r, info)
+    venv.close()
+    print("spawned rewards", [round(float(r), 4) for r in rewards], [info["k"] for info in infos])
+'''
+
+
+def test_a_reward_object_from_main_works_in_spawned_workers(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "user_script.py"
+    script.write_text(SPAWNED_REWARD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "spawned rewards" in res.stdout and "[2.0, 6.0]" in res.stdout

@@ -139,9 +139,10 @@ def test_train_scripts_with_load_normalize_and_continuous(tmp_path):
 
 
 def test_custom_reward_example_trains():
-    res = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_reward.py"), "64"], capture_output=True,
-                         text=True, timeout=300, cwd=ROOT, env=ENV)
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_reward.py"), "--timesteps", "64",
+                          "--no-progress"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "training PPO for 64 env steps on the reward priced_mixing (price 0.1)" in res.stdout
     assert "mean k: first 20% of training" in res.stdout
 
 
@@ -216,3 +217,15 @@ def test_comparison_verdicts_for_any_algorithm_and_without_fixed_agents(tmp_path
     backend = matplotlib.get_backend()
     assert plot_comparison(r, tmp_path / "c.png").stat().st_size > 1000
     assert matplotlib.get_backend() == backend  # the program's backend is not switched
+
+
+def test_readme_python_snippet_runs_and_prints(capsys):
+    """The README's first Python block, shortened (fewer steps), runs and says what it trained."""
+    text = (ROOT / "README.md").read_text()
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "total_timesteps=4000" in code and "episode_steps=200" in code
+    code = code.replace("total_timesteps=4000", "total_timesteps=16").replace("episode_steps=200", "episode_steps=8")
+    code = code.replace("n_steps=64", "n_steps=8, batch_size=8").replace("progress_bar=True", "progress_bar=False")
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "mean k " in out and "final clean accuracy " in out

@@ -6,7 +6,7 @@ import copy
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from fr_models.trainer import CheckpointError, FRTrainer, atomic_torch_save, loa
 from fr_models.training import channel_stats as _channel_stats
 from fr_models.training import calibration_subset, random_flip, random_shift
 from mixup_env.mixing import mix_batch
-from mixup_env.rewards import ON_DEMAND, StepRecord, make_reward, reward_requires
+from mixup_env.rewards import ON_DEMAND, EpisodeStart, Reward, StepRecord, as_reward, reward_label, reward_requires
 from mixup_env.transform import ChannelMask, FrequencyMasking, input_metadata
 
 __all__ = ["ACTION_MODES", "GLOBAL_FEATURES", "SAMPLE_FEATURES", "FrequencyMixupEnv", "split_observation"]
@@ -40,6 +40,9 @@ GLOBAL_FEATURES: tuple[str, ...] = (
 #: Per-sample observation entries for each sample of the upcoming batch (sample-major after the global ones).
 SAMPLE_FEATURES: tuple[str, ...] = ("loss", "confidence", "margin", "class_frequency")
 _EMA = 0.1  # weight of the newest value in the running losses
+#: The version of :meth:`FrequencyMixupEnv.save_checkpoint`'s format; :meth:`~FrequencyMixupEnv.load_checkpoint`
+#: refuses others.
+CHECKPOINT_VERSION = 1
 
 
 def split_observation(obs: Any) -> tuple[Any, Any]:
@@ -108,7 +111,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     ## Rewards
 
-    Chosen by name from the reward registry (:mod:`mixup_env.rewards`), ``reward="fr_loss"`` by default: the
+    A registered name, a callable ``record -> value`` or a :class:`mixup_env.rewards.Reward` object (declared
+    inputs, a reset at each episode, its value at a step and at a fault step); ``reward="fr_loss"`` by default: the
     mean FR loss on the mixed batch, measured in the forward pass of the update it causes. ``utility_aware``
     minimises the excess loss of mixing under a privacy floor on the mixed loss; ``weighted_sum`` composes
     named terms. ``info`` carries every number a reward may use: ``mixed_loss``, ``clean_loss`` and
@@ -133,8 +137,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     The episode is truncated after ``episode_steps`` FR updates; it never terminates. It is also truncated early
     when training fails: a non-finite FR loss or gradient (the update is refused, so the FR model stays as it was,
     batch-norm statistics included) or non-finite FR weights, which show as a non-finite loss (the FR state saved
-    at the last accuracy evaluation, every ``eval_every`` steps and at reset, is restored). That step's reward is
-    ``0.0`` and ``info["truncated_reason"]`` says which fault it was; the next :meth:`reset` starts a fresh FR
+    at the last accuracy evaluation, every ``eval_every`` steps and at reset, is restored). That step's reward is the
+    reward's ``on_fault`` (``0.0`` unless a :class:`~mixup_env.rewards.Reward` says otherwise) and
+    ``info["truncated_reason"]`` says which fault it was; the next :meth:`reset` starts a fresh FR
     model as usual.
 
     ## Checkpoints
@@ -174,7 +179,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
       fixed subset of up to 1024 clean training faces (:meth:`fr_models.FRTrainer.recalibrate_norms`); the
       running statistics of mixed batches misnormalise clean faces (measured on the synthetic faces at k = 6:
       clean accuracy 0.29 without, 0.63 with). The weights are not touched.
-    * ``reward``, ``reward_kwargs``: a registered reward and its options.
+    * ``reward``, ``reward_kwargs``: a registered reward name and its options, a reward class and its options, or
+      a reward object or callable (no options): see :func:`mixup_env.rewards.as_reward`. Pass rewards defined in
+      a script's ``__main__`` as objects or functions: they reach spawned ``SubprocVecEnv`` workers, a name
+      registered there does not.
     * ``measure_all``: measure every quantity of ``info`` at every step, also those the reward does not use.
     * ``head`` (``"cosface"``/``"arcface"``/``"softmax"``), ``head_kwargs``, ``backbone`` (``"resnet"``,
       ``"grid"``/``"unblock"``), ``embedding_dim``, ``widths``, ``blocks``, ``lr``, ``weight_decay``,
@@ -217,7 +225,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         dropped_channels: Sequence[int] | None = None,
         dirichlet_alpha: float = 1.0,
         hflip: bool | None = None,
-        reward: str = "fr_loss",
+        reward: str | Reward | Callable[..., Any] = "fr_loss",
         reward_kwargs: Mapping[str, Any] | None = None,
         measure_all: bool = False,
         head: str | None = None,
@@ -267,8 +275,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                              "'cuda:1'") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r}: torch sees no CUDA device on this machine; use device='cpu'")
-        self.reward_name = reward
-        self.reward_fn = make_reward(reward, reward_kwargs)
+        self.reward_fn = as_reward(reward, reward_kwargs)
+        self.reward_name = reward_label(reward)
         #: the on-demand quantities measured at every step (see :func:`mixup_env.rewards.reward_requires`)
         self.measured = ON_DEMAND if measure_all else reward_requires(self.reward_fn)
 
@@ -359,6 +367,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     # ------------------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        if options:
+            raise ValueError(f"reset(options={dict(options)!r}): this env takes no reset options; every setting is "
+                             "an argument of gymnasium.make (or of FrequencyMixupEnv)")
         super().reset(seed=seed)
         seeds = self.np_random.integers(0, 2**63 - 1, size=2)
         # the mixing draws are made on the CPU whatever the device: the same seed mixes alike on CPU and GPU
@@ -369,17 +380,23 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.trainer.metadata = input_metadata(self.masking, self._image_size)
         self._order = np.empty(0, dtype=np.int64)
         self._step = 0
+        self._truncated = ""  # why the episode ended ("done" after its last step), "" while it runs
         self._last_k = 0.0
         self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
         self._finite_state = copy.deepcopy(self.trainer.state_dict())  # restored if the weights ever go non-finite
         self._draw_batch()
         self._batch_stats = self.trainer.sample_stats(*self._batch)
         self._running_clean = self._running_mixed = float(self._batch_stats["loss"].mean())
+        self.reward_fn.reset(EpisodeStart(self.episode_steps, self.num_classes, self.k_values))
         return self._obs(), {"accuracy": self._accuracy, "clean_loss": self._running_clean, "step": 0}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.trainer is None:
             raise RuntimeError("call reset() before step()")
+        if self._truncated:
+            raise RuntimeError(f"the episode was truncated after {self._step} steps"
+                               f"{' (' + self._truncated + ')' if self._truncated != 'done' else ''}: call reset() "
+                               "before the next step()")
         k, alpha = self.decode_action(action)
         x, y = self._batch
         k_t = torch.from_numpy(k)
@@ -402,6 +419,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             clean_loss_after = math.nan
         self._step += 1
         truncated = self._step >= self.episode_steps
+        self._truncated = "done" if truncated else ""
         evaluated = truncated or self._step % self.eval_every == 0
         if evaluated:
             if self.recalibrate_norms:  # batch-norm statistics of clean faces, not of the mixes trained on
@@ -461,6 +479,13 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             self.trainer.load_state_dict(copy.deepcopy(self._finite_state))
             self._batch_stats = self.trainer.sample_stats(*self._batch)
         self._step += 1
+        self._truncated = reason
+        losses = mixed_losses.detach().cpu().numpy()
+        record = StepRecord(
+            mixed_loss=float(losses.mean()), clean_loss=float(self._batch_stats["loss"].mean()),
+            clean_loss_after=math.nan, accuracy=self._accuracy, evaluated=False, k_mean=float(k.mean()),
+            alpha_mean=float(np.mean(alpha)), step=self._step - 1, episode_steps=self.episode_steps,
+            num_classes=self.num_classes, k_values=self.k_values, k=k, mixed_losses=losses)
         info: dict[str, Any] = {
             "truncated_reason": reason,
             "mixed_loss": float(mixed_losses.mean()),
@@ -474,7 +499,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "step": self._step,
             "skipped_updates": self.trainer.skipped_updates,
         }
-        return self._obs(), 0.0, False, True, info
+        return self._obs(), float(self.reward_fn.on_fault(record)), False, True, info
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def _fingerprint(self) -> dict[str, Any]:
@@ -500,7 +525,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         if self.trainer is None:
             raise RuntimeError("no episode to save: call reset() first")
         state = {
-            "kind": "mixup_env.FrequencyMixupEnv", "version": 1, "config": self._fingerprint(),
+            "kind": "mixup_env.FrequencyMixupEnv", "version": CHECKPOINT_VERSION, "config": self._fingerprint(),
             "trainer": self.trainer.state_dict(), "finite_trainer": self._finite_state,
             "np_random": json.dumps(self.np_random.bit_generator.state),
             "np_random_seed": -1 if getattr(self, "_np_random_seed", None) is None else int(self._np_random_seed),
@@ -518,13 +543,18 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         :param path: the checkpoint; loaded with ``torch.load(weights_only=True)``.
         :return: the observation at the point of the save.
         :raises FileNotFoundError: no such file.
-        :raises CheckpointError: a truncated, foreign or unsafe file, or one written by another kind of object.
+        :raises CheckpointError: a truncated, foreign or unsafe file, one written by another kind of object, or by
+            another checkpoint version (:data:`CHECKPOINT_VERSION`).
         :raises ValueError: the checkpoint was saved by an env with other arguments (the first one differing is
             named).
         """
         state = load_checkpoint(path, "mixup_env checkpoint", ("kind", "config", "trainer"), self.device)
         if state["kind"] != "mixup_env.FrequencyMixupEnv":
             raise CheckpointError(f"{os.fspath(path)!r} is not a mixup_env checkpoint (its kind is {state['kind']!r})")
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"{os.fspath(path)!r} is a version {state.get('version')!r} env checkpoint; this "
+                                  f"mixup_env reads version {CHECKPOINT_VERSION} only: continue it with the mixup_env "
+                                  "that wrote it")
         mine = self._fingerprint()
         for key, value in state["config"].items():
             if mine.get(key) != value:
@@ -542,6 +572,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._batch = tuple(t.to(self.device) for t in state["batch"])  # type: ignore[assignment]
         self._batch_stats = {name: v.to(self.device) for name, v in state["batch_stats"].items()}
         self._step, self._last_k = int(state["step"]), float(state["last_k"])
+        self._truncated = "done" if self._step >= self.episode_steps else ""
         self._accuracy = float(state["accuracy"])
         self._running_clean, self._running_mixed = float(state["running_clean"]), float(state["running_mixed"])
         return self._obs()
