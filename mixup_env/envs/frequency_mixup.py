@@ -426,34 +426,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                 self.trainer.recalibrate_norms(self._calib_x)
             self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
             self._finite_state = copy.deepcopy(self.trainer.state_dict())
-        k_mean, alpha_mean = float(k.mean()), float(np.mean(alpha))
-        record = StepRecord(
-            mixed_loss=mixed_loss,
-            clean_loss=clean_loss,
-            clean_loss_after=clean_loss_after,
-            accuracy=self._accuracy,
-            evaluated=evaluated,
-            k_mean=k_mean,
-            alpha_mean=alpha_mean,
-            step=self._step - 1,
-            episode_steps=self.episode_steps,
-            num_classes=self.num_classes,
-            k_values=self.k_values,
-            k=k,
-            mixed_losses=mixed_losses.cpu().numpy(),
-        )
-        info: dict[str, Any] = {
-            "mixed_loss": mixed_loss,
-            "clean_loss": clean_loss,
-            "accuracy": self._accuracy,
-            "evaluated": evaluated,
-            "k": k_mean,
-            "k_per_sample": k,
-            "alpha": alpha_mean,
-            "mixed_loss_per_sample": record.mixed_losses,
-            "step": self._step,
-            "skipped_updates": self.trainer.skipped_updates,
-        }
+        record = self._record(k, alpha, mixed_losses, clean_loss, clean_loss_after, evaluated)
+        info = self._info(record)
         if "clean_loss_after" in self.measured:
             info["clean_loss_after"] = clean_loss_after
         out = self.reward_fn(record)
@@ -465,7 +439,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         if math.isfinite(mixed_loss):
             self._running_mixed += _EMA * (mixed_loss - self._running_mixed)
         self._running_clean += _EMA * (clean_loss - self._running_clean)
-        self._last_k = k_mean
+        self._last_k = record.k_mean
         return self._obs(), reward, False, truncated, info
 
     def _fault(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor
@@ -480,26 +454,27 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             self._batch_stats = self.trainer.sample_stats(*self._batch)
         self._step += 1
         self._truncated = reason
-        losses = mixed_losses.detach().cpu().numpy()
-        record = StepRecord(
-            mixed_loss=float(losses.mean()), clean_loss=float(self._batch_stats["loss"].mean()),
-            clean_loss_after=math.nan, accuracy=self._accuracy, evaluated=False, k_mean=float(k.mean()),
-            alpha_mean=float(np.mean(alpha)), step=self._step - 1, episode_steps=self.episode_steps,
-            num_classes=self.num_classes, k_values=self.k_values, k=k, mixed_losses=losses)
-        info: dict[str, Any] = {
-            "truncated_reason": reason,
-            "mixed_loss": float(mixed_losses.mean()),
-            "clean_loss": float(self._batch_stats["loss"].mean()),
-            "accuracy": self._accuracy,
-            "evaluated": False,
-            "k": float(k.mean()),
-            "k_per_sample": k,
-            "alpha": float(np.mean(alpha)),
-            "mixed_loss_per_sample": mixed_losses.cpu().numpy(),
-            "step": self._step,
-            "skipped_updates": self.trainer.skipped_updates,
-        }
+        record = self._record(k, alpha, mixed_losses, float(self._batch_stats["loss"].mean()), math.nan, False)
+        info = {"truncated_reason": reason, **self._info(record)}
         return self._obs(), float(self.reward_fn.on_fault(record)), False, True, info
+
+    def _record(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor, clean_loss: float,
+                clean_loss_after: float, evaluated: bool) -> StepRecord:
+        """The :class:`StepRecord` of the step just taken (``self._step`` already counts it)."""
+        return StepRecord(mixed_loss=float(mixed_losses.mean()), clean_loss=clean_loss, clean_loss_after=clean_loss_after,
+                          accuracy=self._accuracy, evaluated=evaluated, k_mean=float(k.mean()),
+                          alpha_mean=float(np.mean(alpha)), step=self._step - 1, episode_steps=self.episode_steps,
+                          num_classes=self.num_classes, k_values=self.k_values, k=k,
+                          mixed_losses=mixed_losses.detach().cpu().numpy())
+
+    def _info(self, record: StepRecord) -> dict[str, Any]:
+        """A step's ``info``, derived from its record (``clean_loss_after`` and ``reward_terms`` are added where
+        they were measured)."""
+        assert self.trainer is not None
+        return {"mixed_loss": record.mixed_loss, "clean_loss": record.clean_loss, "accuracy": record.accuracy,
+                "evaluated": record.evaluated, "k": record.k_mean, "k_per_sample": record.k,
+                "alpha": record.alpha_mean, "mixed_loss_per_sample": record.mixed_losses, "step": record.step + 1,
+                "skipped_updates": self.trainer.skipped_updates}
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def _fingerprint(self) -> dict[str, Any]:
