@@ -1,12 +1,20 @@
 """Train an SB3 agent on a mixup_env id, let it train one FR model, save both: what ``examples/train_ppo.py``
-and ``examples/train_sac.py`` run."""
+and ``examples/train_sac.py`` run. A run is a :class:`TrainingSpec`; :func:`training_parser` is its command line.
+
+>>> TrainingSpec(algo="sac", env_id="mixup_env/FrequencyMixup-v0")
+Traceback (most recent call last):
+...
+ValueError: SAC needs a continuous env id, got mixup_env/FrequencyMixup-v0
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +23,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecNormalize
 
 import mixup_env  # noqa: F401  (registers the env ids)
+from fr_models.trainer import atomic_write
 from agents.evaluation import run_episode
 from agents.sb3 import (
     ALGO_DEFAULTS,
@@ -27,7 +36,75 @@ from agents.sb3 import (
     vecnormalize_path,
 )
 
-__all__ = ["check_training_args", "parse_training_args", "train_and_evaluate", "training_parser"]
+__all__ = ["TrainingSpec", "parse_training_args", "train_and_evaluate", "training_parser"]
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """One agent training run and the FR training episode under the trained agent.
+
+    :param algo: an SB3 algorithm (:data:`agents.ALGORITHMS`).
+    :param env_id: a registered env id.
+    :param timesteps: environment steps (= FR updates); 0: evaluate only.
+    :param episode_steps: FR updates per episode (one FR training run).
+    :param batch_size: faces per FR update.
+    :param seed: the agent's and the envs' seed.
+    :param data: ``"synthetic"``, a ``.npz`` path, or a data set name under ``$MIXUP_ENV_DATA``.
+    :param image_size: resize faces to this size.
+    :param reward: a registered reward name.
+    :param reward_kwargs: the reward's options.
+    :param control_alpha: continuous ids: the action also sets the mixing concentration.
+    :param n_envs: parallel envs.
+    :param vec_env: ``"dummy"`` or ``"subproc"``.
+    :param normalize: ``VecNormalize`` observations and rewards.
+    :param tensorboard: tensorboard log folder.
+    :param load: continue from a saved agent (``.zip``).
+    :param out: the output folder (``None``: ``runs/<algo>``, so two algorithms' runs never overwrite each other).
+    :param device: torch device of the FR model and the policy.
+    :param progress: show the progress bar.
+    :raises ValueError: a setting the training cannot use, named.
+    """
+
+    algo: str = "ppo"
+    env_id: str = "mixup_env/FrequencyMixup-v0"
+    timesteps: int = 4000
+    episode_steps: int = 200
+    batch_size: int = 64
+    seed: int = 0
+    data: str = "synthetic"
+    image_size: int | None = None
+    reward: str = "fr_loss"
+    reward_kwargs: dict[str, Any] = field(default_factory=dict)
+    control_alpha: bool = False
+    n_envs: int = 1
+    vec_env: str = "dummy"
+    normalize: bool = False
+    tensorboard: Path | None = None
+    load: Path | None = None
+    out: Path | None = None
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGORITHMS:
+            raise ValueError(f"unknown algo {self.algo!r}; accepted: {', '.join(ALGORITHMS)}")
+        if self.env_id not in mixup_env.ENV_IDS:
+            raise ValueError(f"unknown env id {self.env_id!r}; accepted: {', '.join(mixup_env.ENV_IDS)}")
+        if self.timesteps < 0 or self.episode_steps < 1 or self.n_envs < 1:
+            raise ValueError("--timesteps must be >= 0, --episode-steps and --n-envs >= 1")
+        if self.algo == "sac" and mixup_env.ENV_IDS[self.env_id] not in ("batch_continuous", "sample_continuous"):
+            raise ValueError(f"SAC needs a continuous env id, got {self.env_id}")
+        if self.out is None:
+            object.__setattr__(self, "out", Path("runs") / self.algo)
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of every env of the run."""
+        kwargs: dict[str, Any] = dict(data=self.data, image_size=self.image_size, episode_steps=self.episode_steps,
+                                      batch_size=self.batch_size, reward=self.reward,
+                                      reward_kwargs=dict(self.reward_kwargs), device=self.device)
+        if self.control_alpha:
+            kwargs["control_alpha"] = True
+        return kwargs
 
 
 def training_parser(description: str, algo: str, env_id: str, algos: tuple[str, ...]) -> argparse.ArgumentParser:
@@ -56,69 +133,57 @@ def training_parser(description: str, algo: str, env_id: str, algos: tuple[str, 
     return p
 
 
-def check_training_args(args: argparse.Namespace) -> None:
-    """Reject arguments the training cannot use, naming them (``ValueError``)."""
-    if args.timesteps < 0 or args.episode_steps < 1 or args.n_envs < 1:
-        raise ValueError("--timesteps must be >= 0, --episode-steps and --n-envs >= 1")
-    if args.algo == "sac" and mixup_env.ENV_IDS[args.env_id] not in ("batch_continuous", "sample_continuous"):
-        raise ValueError(f"SAC needs a continuous env id, got {args.env_id}")
-
-
-def parse_training_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check (see :func:`check_training_args`); bad arguments end with the parser's usage error."""
-    args = parser.parse_args(argv)
-    if args.out is None:
-        args.out = Path("runs") / args.algo
+def parse_training_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> TrainingSpec:
+    """The run the command line asks for; bad arguments end with the parser's usage error."""
+    args = vars(parser.parse_args(argv))
+    args["progress"] = not args.pop("no_progress")
     try:
-        check_training_args(args)
+        return TrainingSpec(**args)
     except ValueError as e:
         parser.error(str(e))
-    return args
+        raise  # unreachable: parser.error exits
 
 
-def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+def _agent(spec: TrainingSpec, venv: Any) -> Any:
+    """The run's agent: loaded from ``spec.load`` (with its observation statistics), or new with the settings of
+    :data:`agents.sb3.ALGO_DEFAULTS` fitted to a short run."""
+    if spec.load is not None:
+        return ALGORITHMS[spec.algo].load(spec.load, env=venv, device=spec.device)
+    overrides: dict[str, Any] = {"tensorboard_log": str(spec.tensorboard) if spec.tensorboard else None}
+    if spec.algo in ("ppo", "a2c"):
+        n_steps = ALGO_DEFAULTS[spec.algo]["n_steps"]
+        overrides["n_steps"] = max(1, min(n_steps, spec.timesteps // spec.n_envs or 1))
+        if spec.algo == "ppo":
+            overrides["batch_size"] = min(ALGO_DEFAULTS["ppo"]["batch_size"], overrides["n_steps"] * spec.n_envs)
+    if spec.algo == "sac":
+        overrides["learning_starts"] = min(ALGO_DEFAULTS["sac"]["learning_starts"], max(spec.timesteps // 4, 1))
+    return make_agent(spec.algo, venv, seed=spec.seed, device=spec.device, **overrides)
+
+
+def train_and_evaluate(spec: TrainingSpec) -> dict[str, Any]:
     """Train (or load) an agent, then run one FR training episode under it; save agent and FR model.
 
     :return: the summary printed and written to ``<out>/summary.json``.
     """
-    check_training_args(args)
-    if getattr(args, "out", None) is None:
-        args.out = Path("runs") / args.algo
-    env_kwargs: dict[str, Any] = dict(
-        data=args.data, image_size=args.image_size, episode_steps=args.episode_steps, batch_size=args.batch_size,
-        reward=args.reward, reward_kwargs=args.reward_kwargs, device=args.device,
-    )
-    if args.control_alpha:
-        env_kwargs["control_alpha"] = True
-    gamma = ALGO_DEFAULTS[args.algo].get("gamma", 0.99)
-    venv = make_vec_env(args.env_id, args.n_envs, args.seed, env_kwargs, args.vec_env, args.normalize, gamma)
+    assert spec.out is not None  # set by TrainingSpec
+    env_kwargs = spec.env_kwargs()
+    gamma = ALGO_DEFAULTS[spec.algo].get("gamma", 0.99)
+    venv = make_vec_env(spec.env_id, spec.n_envs, spec.seed, env_kwargs, spec.vec_env, spec.normalize, gamma)
     try:
-        if args.load is not None:
-            stats = vecnormalize_path(args.load)
-            if args.normalize and stats.is_file():
-                venv = load_vec_normalize(stats, venv.venv if isinstance(venv, VecNormalize) else venv)
-            model = ALGORITHMS[args.algo].load(args.load, env=venv, device=args.device)
-        else:
-            overrides: dict[str, Any] = {"tensorboard_log": str(args.tensorboard) if args.tensorboard else None}
-            if args.algo in ("ppo", "a2c"):
-                n_steps = ALGO_DEFAULTS[args.algo]["n_steps"]
-                overrides["n_steps"] = max(1, min(n_steps, args.timesteps // args.n_envs or 1))
-                if args.algo == "ppo":
-                    overrides["batch_size"] = min(ALGO_DEFAULTS["ppo"]["batch_size"], overrides["n_steps"] * args.n_envs)
-            if args.algo == "sac":
-                overrides["learning_starts"] = min(ALGO_DEFAULTS["sac"]["learning_starts"], max(args.timesteps // 4, 1))
-            model = make_agent(args.algo, venv, seed=args.seed, device=args.device, **overrides)
+        if spec.load is not None and spec.normalize and vecnormalize_path(spec.load).is_file():
+            venv = load_vec_normalize(vecnormalize_path(spec.load), venv.venv if isinstance(venv, VecNormalize) else venv)
+        model = _agent(spec, venv)
         stats_cb = MixingStatsCallback()
         rollout = int(getattr(model, "n_steps", 1)) * int(model.n_envs)
-        if args.timesteps and args.timesteps % rollout:
+        if spec.timesteps and spec.timesteps % rollout:
             # PPO and A2C collect whole rollouts of n_steps x n_envs env steps before each update
-            runs = -(-args.timesteps // rollout) * rollout
-            print(f"note: {args.algo} collects rollouts of {rollout} env steps (n_steps x n_envs): --timesteps "
-                  f"{args.timesteps} runs {runs} steps", file=sys.stderr)
+            runs = -(-spec.timesteps // rollout) * rollout
+            print(f"note: {spec.algo} collects rollouts of {rollout} env steps (n_steps x n_envs): --timesteps "
+                  f"{spec.timesteps} runs {runs} steps", file=sys.stderr)
         t0 = time.perf_counter()
-        if args.timesteps:
-            model.learn(total_timesteps=args.timesteps, callback=stats_cb, progress_bar=not args.no_progress,
-                        reset_num_timesteps=args.load is None)
+        if spec.timesteps:
+            model.learn(total_timesteps=spec.timesteps, callback=stats_cb, progress_bar=spec.progress,
+                        reset_num_timesteps=spec.load is None)
         train_s = time.perf_counter() - t0
 
         # One FR training run under the learned strategy: this FR model is the result (the training envs'
@@ -127,23 +192,23 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if isinstance(venv, VecNormalize):
             venv.training = False
             normalize_obs = venv.normalize_obs
-        eval_env = gym.make(args.env_id, **env_kwargs)
-        episode = run_episode(model, eval_env, seed=args.seed + 10_000, normalize_obs=normalize_obs)
+        eval_env = gym.make(spec.env_id, **env_kwargs)
+        episode = run_episode(model, eval_env, seed=spec.seed + 10_000, normalize_obs=normalize_obs)
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        agent_path = save_agent(model, args.out / f"{args.algo}_agent.zip")
-        fr_path = eval_env.unwrapped.save_fr_model(args.out / "fr_model.pt")
+        spec.out.mkdir(parents=True, exist_ok=True)
+        agent_path = save_agent(model, spec.out / f"{spec.algo}_agent.zip")
+        fr_path = eval_env.unwrapped.save_fr_model(spec.out / "fr_model.pt")
     finally:
         venv.close()
     k_train = np.asarray(stats_cb.history["k"] or [np.nan])
     tenth = max(1, len(k_train) // 10)
     trained = int(len(stats_cb.rewards))
     summary: dict[str, Any] = {
-        "algo": args.algo,
-        "env_id": args.env_id,
-        "reward": args.reward,
+        "algo": spec.algo,
+        "env_id": spec.env_id,
+        "reward": spec.reward,
         "timesteps": trained,
-        "timesteps_requested": int(args.timesteps),
+        "timesteps_requested": int(spec.timesteps),
         "train_seconds": round(train_s, 1),
         "steps_per_second": round(trained / train_s, 1) if trained else None,
         "mean_k_first_10pct": round(float(k_train[:tenth].mean()), 3),
@@ -154,9 +219,9 @@ def train_and_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "final_clean_accuracy": round(episode.final_accuracy, 4),
         "chance_accuracy": round(1.0 / eval_env.unwrapped.num_classes, 4),
     }
-    record = {**summary, "agent": str(agent_path), "fr_model": str(fr_path),
-              "args": {k: (v if isinstance(v, (int, float, str, bool, dict, type(None))) else str(v)) for k, v in vars(args).items()}}
-    (args.out / "summary.json").write_text(json.dumps(record, indent=2))
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(spec).items()}
+    record = {**summary, "agent": str(agent_path), "fr_model": str(fr_path), "args": settings}
+    atomic_write(spec.out / "summary.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
     print("\n".join(f"{k:>26}: {v}" for k, v in summary.items()))
     print(f"{'saved':>26}: {agent_path}, {fr_path}")
     return summary

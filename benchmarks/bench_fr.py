@@ -5,7 +5,7 @@ the identity split the defence grid uses, over seeds, in one resumable run.
     MIXUP_ENV_DATA=../shared/data python3 benchmarks/bench_fr.py --seeds 0 --datasets att_faces
     python3 benchmarks/bench_fr.py --report-only                                   # rewrite the docs from the cells
 
-Every model trains with ``examples/train_fr.py``'s code and its default recipe for real faces
+Every model trains with :func:`privacy.defences.train_fr_model` (``examples/train_fr.py``'s) and the default recipe for real faces
 (:data:`fr_models.recipes.RECIPES` ``["real"]``) on the private identities of ``examples/reproduce.py``
 (identity split seed 0; LFW: 100 private identities, AT&T: 28), with 20 % of each identity's images held out
 (split seed = the run's seed). Models: ``pixel`` (``--defence none``), ``mask`` (masked frequency channels, no
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import platform
 import statistics
@@ -36,20 +35,19 @@ from typing import Any
 
 import torch
 
+from fr_models.data import load_faces
+from fr_models.recipes import RECIPES
+from fr_models.trainer import atomic_write
+from privacy.defences import DefenceSpec, train_fr_model
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("train_fr", ROOT / "examples" / "train_fr.py")
-train_fr = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
-_spec.loader.exec_module(train_fr)  # type: ignore[union-attr]
 
-from fr_models.recipes import RECIPES  # noqa: E402
-from fr_models.trainer import atomic_write  # noqa: E402
-
-#: model name -> train_fr.py arguments
-MODELS: dict[str, list[str]] = {
-    "pixel": ["--defence", "none"],
-    "mask": ["--defence", "mask"],
-    "fixed2": ["--defence", "fixed", "--k", "2"],
-    "fixed6": ["--defence", "fixed", "--k", "6"],
+#: model name -> its defence
+MODELS: dict[str, DefenceSpec] = {
+    "pixel": DefenceSpec("none"),
+    "mask": DefenceSpec("mask"),
+    "fixed2": DefenceSpec("fixed", k=2),
+    "fixed6": DefenceSpec("fixed", k=6),
 }
 #: per data set: the grid's private split (examples/reproduce.py) and the epochs
 DATASETS: dict[str, dict[str, Any]] = {
@@ -64,7 +62,10 @@ METRICS = ("top1", "balanced", "top5", "verification_unseen", "s_per_epoch", "ma
 
 def cell_settings(data: str, model: str, seed: int, epochs: int) -> dict[str, Any]:
     """Everything that decides a cell's result (a cell computed under other settings is recomputed)."""
-    return {"data": data, "model": model, "seed": seed, "epochs": epochs, "args": MODELS[model],
+    spec = MODELS[model]
+    # "args": the cell's train_fr.py command line (part of the settings since the first run)
+    args = ["--defence", spec.name, *(["--k", str(spec.k)] if spec.name == "fixed" else [])]
+    return {"data": data, "model": model, "seed": seed, "epochs": epochs, "args": args,
             "public_fraction": DATASETS[data]["public_fraction"], "recipe": RECIPES["real"].as_dict(),
             "flip_test": True}
 
@@ -85,9 +86,8 @@ def run_cell(data: str, model: str, seed: int, epochs: int, cells: Path, progres
             return cell
     out = (work or cells) / f"{data}__{model}__s{seed}"
     t0 = time.perf_counter()
-    m = train_fr.main(["--data", data, "--public-fraction", str(DATASETS[data]["public_fraction"]), "--split-seed",
-                       "0", "--seed", str(seed), "--epochs", str(epochs), "--out", str(out), *MODELS[model],
-                       *([] if progress else ["--no-progress"])])
+    m = train_fr_model(load_faces(data), MODELS[model], RECIPES["real"].replace(epochs=epochs), out, seed=seed,
+                       split_seed=0, public_fraction=DATASETS[data]["public_fraction"], progress=progress)
     ver = m.get("verification", {}).get("unseen_identities")
     cell = {"hash": settings_hash(settings), "settings": settings, "wall_s": time.perf_counter() - t0,
             "top1": m["identification"]["top1"], "top5": m["identification"]["top5"],

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -52,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_fr  # noqa: E402  (benchmarks/ is not a package)
 import soak as soak_mod  # noqa: E402
 
+from fr_models.system import PACKAGES, versions  # noqa: E402
 from mixup_env import ACTION_MODES, FrequencyMixupEnv, mix_batch  # noqa: E402
 from mixup_env.transform import FrequencyMasking  # noqa: E402
 
@@ -92,13 +92,6 @@ def fmt(s: dict[str, float], digits: int = 2, scale: float = 1.0) -> str:
     return (f"{s['median'] * scale:.{digits}f} ({s['min'] * scale:.{digits}f}-{s['max'] * scale:.{digits}f})")
 
 
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def machine(device: torch.device) -> dict[str, Any]:
     """What the figures were measured on."""
     cpu = platform.processor() or platform.machine()
@@ -110,8 +103,8 @@ def machine(device: torch.device) -> dict[str, Any]:
     info = {"date": _dt.date.today().isoformat(), "cpu": cpu, "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "platform": platform.platform(), "device": str(device),
-            "versions": {n: _version(n) for n in ("torch", "numpy", "scipy", "gymnasium", "stable-baselines3",
-                                                   "mixup-env")}}
+            "versions": {n: v for n, v in versions((*PACKAGES, "mixup-env")).items()
+                         if n not in ("python", "platform", "cpus")}}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -430,7 +423,7 @@ def attack_memory(device: torch.device, out: Path) -> dict[str, Any]:
     """Peak RSS of each attack, each in its own process (with the evaluator it trains), on a pixel model of AT&T
     at 64x64 (synthetic faces without data). Iteration counts are cut, batch and model sizes are the defaults,
     so the peaks are those of the default run; the times are not."""
-    from fr_models.attacks import ATTACKS
+    from privacy.attacks import ATTACKS
 
     data_dir = os.environ.get("MIXUP_ENV_DATA")
     data = "att_faces" if data_dir and (Path(data_dir) / "att_faces").is_dir() else "synthetic"
@@ -449,7 +442,7 @@ def attack_memory(device: torch.device, out: Path) -> dict[str, Any]:
         if res["returncode"]:
             raise RuntimeError(f"evaluate_privacy.py --attacks {attack} failed:\n{res['tail']}")
         rows[attack] = {"peak_rss_mib": res["peak_rss_mib"], "seconds": res["seconds"]}
-    base = _child(["-c", "import torch, fr_models.attacks, mixup_env"], ROOT)
+    base = _child(["-c", "import torch, privacy.attacks, mixup_env"], ROOT)
     rows["import_only_peak_rss_mib"] = base["peak_rss_mib"]
     return rows
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fr_models.memory import rss_mib
+from fr_models.system import rss_mib
 
 #: The small configuration the soak runs by default: every part of a step runs, each part is cheap.
 TINY: dict[str, Any] = {"batch_size": 16, "recipe": "tiny", "image_size": 32,

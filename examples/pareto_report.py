@@ -12,29 +12,10 @@ ones; the table says which is which.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from fr_models.attacks import pareto_dominated, plot_pareto
-
-
-def load_point(path: Path) -> dict[str, Any]:
-    """Label, utility and privacy of one evaluation (clear errors for files that are not ``privacy.json``)."""
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable privacy.json ({e})") from e
-    if not isinstance(report, dict) or report.get("privacy_score") is None:
-        raise ValueError(f"{str(path)!r} has no privacy_score: expected the privacy.json of evaluate_privacy.py")
-    utility = report.get("utility") or {}
-    if "top1" not in utility:
-        raise ValueError(f"{str(path)!r} has no utility (identification top-1): evaluate a model whose folder holds "
-                         "train_fr.py's metrics.json")
-    k = f" k={report['k']}" if report.get("k") else ""
-    label = f"{report.get('defence')}{k} ({report.get('input')})"
-    return {"label": label, "path": str(path), "accuracy": float(utility["top1"]),
-            "privacy": float(report["privacy_score"])}
+from privacy.report import load_point, pareto_dominated, plot_pareto
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

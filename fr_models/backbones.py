@@ -45,7 +45,7 @@ STEMS: tuple[str, ...] = ("pixel", "frequency")
 INPUT_CLIP = 10.0
 
 
-def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
     )
@@ -115,7 +115,7 @@ class FrequencyBackbone(_StandardizedInput):
             raise ValueError(f"the grid backbone takes 2 stage widths, got widths={list(widths)}")
         w1, w2 = int(widths[0]), int(widths[1])
         self.features = nn.Sequential(
-            _conv_bn(in_channels, w1), _conv_bn(w1, w1), _conv_bn(w1, w2, stride=2), _conv_bn(w2, w2)
+            conv_bn(in_channels, w1), conv_bn(w1, w1), conv_bn(w1, w2, stride=2), conv_bn(w2, w2)
         )
         h, w = (self.input_size[0] + 1) // 2, (self.input_size[1] + 1) // 2
         self.embed = _embedding(w2 * h * w, embedding_dim)
@@ -150,7 +150,7 @@ class UnblockBackbone(_StandardizedInput):
             nn.ConvTranspose2d(in_channels, c, 8, stride=8, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)
         )
         self.features = nn.Sequential(
-            _conv_bn(c, w1, 2), _conv_bn(w1, w2, 2), _conv_bn(w2, w2), _conv_bn(w2, w3, 2), _conv_bn(w3, w3)
+            conv_bn(c, w1, 2), conv_bn(w1, w2, 2), conv_bn(w2, w2), conv_bn(w2, w3, 2), conv_bn(w3, w3)
         )
         self.embed = _embedding(w3 * self.input_size[0] * self.input_size[1], embedding_dim)
 
@@ -183,8 +183,8 @@ class PixelBackbone(_StandardizedInput):
             raise ValueError(f"the pixel backbone needs image sides that are multiples of 16, got {self.input_size}")
         w1, w2, w3, w4 = (int(w) for w in widths)
         self.features = nn.Sequential(
-            _conv_bn(in_channels, w1, 2), _conv_bn(w1, w2, 2), _conv_bn(w2, w2), _conv_bn(w2, w3, 2),
-            _conv_bn(w3, w3), _conv_bn(w3, w4, 2),
+            conv_bn(in_channels, w1, 2), conv_bn(w1, w2, 2), conv_bn(w2, w2), conv_bn(w2, w3, 2),
+            conv_bn(w3, w3), conv_bn(w3, w4, 2),
         )
         self.embed = _embedding(w4 * (self.input_size[0] // 16) * (self.input_size[1] // 16), embedding_dim)
 

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fr_models.trainer import FRTrainer
-from fr_models.training import random_flip
+from fr_models.training import check_schedule, random_flip
 
 __all__ = ["fit_dp"]
 
@@ -75,18 +75,14 @@ def fit_dp(
     from opacus.optimizers import DPOptimizer
 
     n = len(inputs)
-    if epochs < 1 or not 1 <= batch_size <= n:
-        raise ValueError(f"need epochs >= 1 and 1 <= batch_size <= {n} images, got epochs={epochs}, "
-                         f"batch_size={batch_size}")
+    check_schedule(n, epochs, batch_size)
     if not (noise_multiplier > 0 and max_grad_norm > 0 and 0 < delta < 1):
         raise ValueError(f"need noise_multiplier > 0, max_grad_norm > 0 and 0 < delta < 1, got {noise_multiplier}, "
                          f"{max_grad_norm}, {delta}")
     if trainer.config.norm != "group":
         raise ValueError(f"DP-SGD needs a model without batch norm: build it with FRConfig(norm='group'), got "
                          f"norm={trainer.config.norm!r}")
-    per_epoch = n // batch_size
-    steps = epochs * per_epoch
-    rate = batch_size / n
+    per_epoch, rate = n // batch_size, batch_size / n
     module = GradSampleModule(_Loss(trainer), loss_reduction="mean")
     gen = torch.Generator(device=inputs.device).manual_seed(seed)
     optimizer = DPOptimizer(trainer.optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
@@ -95,7 +91,7 @@ def fit_dp(
     rng = np.random.default_rng(seed)
     seconds, losses = [], []
     module.train()
-    bar = tqdm(total=steps, desc="DP-SGD updates", disable=not progress)
+    bar = tqdm(total=epochs * per_epoch, desc="DP-SGD updates", disable=not progress)
     for _ in range(epochs):
         t0 = time.perf_counter()
         total, count = 0.0, 0
@@ -114,9 +110,7 @@ def fit_dp(
                 raise FloatingPointError(f"non-finite DP-SGD loss at update {trainer.updates}")
             loss.backward()
             optimizer.step()
-            trainer.updates += 1
-            total += float(loss.detach())
-            count += 1
+            trainer.updates, total, count = trainer.updates + 1, total + float(loss.detach()), count + 1
         seconds.append(time.perf_counter() - t0)
         losses.append(total / max(count, 1))
     bar.close()

@@ -242,6 +242,64 @@ def _sample_detail(details: np.ndarray, labels: np.ndarray, rows: np.ndarray, co
     return top
 
 
+def _paint_features(img: np.ndarray, q: dict[str, np.ndarray], abs_u: np.ndarray, u2: np.ndarray, v: np.ndarray,
+                    edge: float) -> None:
+    """Paint the nose, eyes, eyebrows and mouth of :func:`_render`'s faces into ``img`` (in place), in face
+    coordinates ``|u|``, ``u**2`` and ``v``."""
+    f32 = np.float32
+    skin, eye_y, hair_grey = q["skin"], q["eye_y"], q["hair_grey"]
+    # Nose: a shaded ridge and two nostrils.
+    nose_w = q["nose_w"]
+    nose_top = eye_y + f32(0.04)
+    nose_bottom = eye_y + q["nose_len"]
+    along = np.clip((v - nose_top) / (nose_bottom - nose_top), 0.0, 1.0)
+    ridge = _soft(nose_w * (f32(0.3) + f32(0.7) * along) - abs_u, edge)
+    ridge *= _soft(v - nose_top, edge)
+    ridge *= _soft(nose_bottom - v, edge)
+    ridge *= _soft(abs_u - nose_w * (f32(0.15) + f32(0.55) * along), edge)
+    img *= f32(1.0) - f32(0.16) * ridge
+    nostrils = _ellipse(abs_u, v, f32(0.55) * nose_w, nose_bottom, f32(0.45) * nose_w, 0.022, edge)
+    _paint(img, nostrils, f32(0.45) * skin)
+
+    # Eyes (mirrored through |u|): sclera, iris, pupil, upper lid.
+    eye_dx, eye_r = q["eye_dx"], q["eye_r"]
+    eye_h = eye_r * f32(0.55) * q["openness"]
+    du = abs_u - eye_dx
+    dv = v - eye_y
+    sclera = _ellipse(du, dv, 0.0, 0.0, eye_r, eye_h, edge)
+    _paint(img, sclera, np.minimum(skin + f32(25.0), f32(235.0)))
+    r_eye = np.sqrt(du * du + dv * dv)
+    iris = _soft(f32(0.5) * eye_r - r_eye, edge)
+    iris *= sclera
+    _paint(img, iris, q["iris"])
+    pupil = _soft(f32(0.2) * eye_r - r_eye, edge)
+    pupil *= sclera
+    _paint(img, pupil, f32(5.0))
+    lid = _ellipse(du, dv, 0.0, 0.0, eye_r + f32(0.012), eye_h + f32(0.012), edge)
+    lid *= f32(1.0) - sclera
+    lid *= _soft(-dv, 2 * edge)
+    _paint(img, lid, f32(0.45) * skin)
+
+    # Eyebrows: thin, tilted, arched bars mirrored between the two sides.
+    dv = v - (eye_y - q["brow_gap"])
+    angle = q["brow_ang"]
+    p = np.cos(angle) * du + np.sin(angle) * dv
+    r = np.cos(angle) * dv - np.sin(angle) * du
+    half_len = q["brow_len"] * eye_r
+    r += q["brow_arch"] * (f32(1.0) - (p / half_len) ** 2)
+    brow = _soft(q["brow_t"] - np.abs(r), edge)
+    brow *= _soft(half_len - np.abs(p), edge)
+    _paint(img, brow, f32(0.6) * hair_grey)
+
+    # Mouth: a curved bar; a positive smile lifts the corners.
+    smile, mouth_w = q["smile"], q["mouth_w"]
+    t2 = u2 / (mouth_w * mouth_w)
+    mouth_line = nose_bottom + q["mouth_gap"] + f32(0.03) * smile - f32(0.06) * smile * t2
+    lips = _soft(q["mouth_h"] * (f32(1.0) - f32(0.6) * t2) - np.abs(v - mouth_line), edge)
+    lips *= _soft(mouth_w - abs_u, edge)
+    _paint(img, lips, f32(0.4) * skin)
+
+
 def _render(q: dict[str, np.ndarray], labels: np.ndarray, details: np.ndarray,
             noise: np.ndarray, size: int) -> np.ndarray:
     """Render a chunk of faces.
@@ -309,56 +367,7 @@ def _render(q: dict[str, np.ndarray], labels: np.ndarray, details: np.ndarray,
     detail *= np.maximum(skin_area, f32(0.6) * hair)
     img += detail
 
-    # Nose: a shaded ridge and two nostrils.
-    nose_w = q["nose_w"]
-    nose_top = eye_y + f32(0.04)
-    nose_bottom = eye_y + q["nose_len"]
-    along = np.clip((v - nose_top) / (nose_bottom - nose_top), 0.0, 1.0)
-    ridge = _soft(nose_w * (f32(0.3) + f32(0.7) * along) - abs_u, edge)
-    ridge *= _soft(v - nose_top, edge)
-    ridge *= _soft(nose_bottom - v, edge)
-    ridge *= _soft(abs_u - nose_w * (f32(0.15) + f32(0.55) * along), edge)
-    img *= f32(1.0) - f32(0.16) * ridge
-    nostrils = _ellipse(abs_u, v, f32(0.55) * nose_w, nose_bottom, f32(0.45) * nose_w, 0.022, edge)
-    _paint(img, nostrils, f32(0.45) * skin)
-
-    # Eyes (mirrored through |u|): sclera, iris, pupil, upper lid.
-    eye_dx, eye_r = q["eye_dx"], q["eye_r"]
-    eye_h = eye_r * f32(0.55) * q["openness"]
-    du = abs_u - eye_dx
-    dv = v - eye_y
-    sclera = _ellipse(du, dv, 0.0, 0.0, eye_r, eye_h, edge)
-    _paint(img, sclera, np.minimum(skin + f32(25.0), f32(235.0)))
-    r_eye = np.sqrt(du * du + dv * dv)
-    iris = _soft(f32(0.5) * eye_r - r_eye, edge)
-    iris *= sclera
-    _paint(img, iris, q["iris"])
-    pupil = _soft(f32(0.2) * eye_r - r_eye, edge)
-    pupil *= sclera
-    _paint(img, pupil, f32(5.0))
-    lid = _ellipse(du, dv, 0.0, 0.0, eye_r + f32(0.012), eye_h + f32(0.012), edge)
-    lid *= f32(1.0) - sclera
-    lid *= _soft(-dv, 2 * edge)
-    _paint(img, lid, f32(0.45) * skin)
-
-    # Eyebrows: thin, tilted, arched bars mirrored between the two sides.
-    dv = v - (eye_y - q["brow_gap"])
-    angle = q["brow_ang"]
-    p = np.cos(angle) * du + np.sin(angle) * dv
-    r = np.cos(angle) * dv - np.sin(angle) * du
-    half_len = q["brow_len"] * eye_r
-    r += q["brow_arch"] * (f32(1.0) - (p / half_len) ** 2)
-    brow = _soft(q["brow_t"] - np.abs(r), edge)
-    brow *= _soft(half_len - np.abs(p), edge)
-    _paint(img, brow, f32(0.6) * hair_grey)
-
-    # Mouth: a curved bar; a positive smile lifts the corners.
-    smile, mouth_w = q["smile"], q["mouth_w"]
-    t2 = u2 / (mouth_w * mouth_w)
-    mouth_line = nose_bottom + q["mouth_gap"] + f32(0.03) * smile - f32(0.06) * smile * t2
-    lips = _soft(q["mouth_h"] * (f32(1.0) - f32(0.6) * t2) - np.abs(v - mouth_line), edge)
-    lips *= _soft(mouth_w - abs_u, edge)
-    _paint(img, lips, f32(0.4) * skin)
+    _paint_features(img, q, abs_u, u2, v, edge)
 
     # Illumination gradient in image coordinates, sensor noise, quantisation.
     img *= f32(1.0) + q["light_amp"] * (np.cos(q["light_dir"]) * x + np.sin(q["light_dir"]) * y)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from fr_models.backbones import make_backbone
+from fr_models.card import ModelCard
 from fr_models.heads import ClassifierHead, make_head
 
 __all__ = ["LR_SCHEDULES", "CheckpointError", "FRConfig", "FRTrainer", "atomic_torch_save", "atomic_write",
@@ -218,9 +219,9 @@ class FRTrainer:
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=self.device.type == "cuda")
         self.updates = 0
         self.skipped_updates = 0
-        #: plain values saved with the weights, e.g. how images become this model's input (set by the trainer's
-        #: owner: ``examples/train_fr.py`` and the env record ``input``, ``dropped_channels``, ``image_size``)
-        self.metadata: dict[str, Any] = {}
+        #: how images become this model's input and the defence it was trained under, saved with the weights
+        #: (set by the trainer's owner: the env, ``privacy.defences.train_fr_model``)
+        self.card = ModelCard()
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """One optimiser update on a batch.
@@ -352,7 +353,7 @@ class FRTrainer:
             "updates": self.updates,
             "skipped_updates": self.skipped_updates,
             "total_updates": -1 if self.total_updates is None else int(self.total_updates),
-            "metadata": dict(self.metadata),
+            "card": self.card.as_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -364,7 +365,8 @@ class FRTrainer:
         self.skipped_updates = int(state.get("skipped_updates", 0))
         total = int(state.get("total_updates", -1))
         self.total_updates = None if total < 0 else total
-        self.metadata = dict(state.get("metadata", {}))
+        # checkpoints before the model card held the same fields as a free-form "metadata" dict
+        self.card = ModelCard.from_dict(state.get("card", state.get("metadata", {})))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a checkpoint atomically (see :func:`atomic_torch_save`)."""

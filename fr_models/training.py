@@ -70,6 +70,13 @@ def random_shift(x: torch.Tensor, max_shift: int, rng: np.random.Generator) -> t
     return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.contiguous_format)
 
 
+def check_schedule(n: int, epochs: int, batch_size: int) -> None:
+    """Refuse a training schedule that cannot run on ``n`` faces (``ValueError``, naming what is accepted)."""
+    if epochs < 1 or batch_size < 1 or n < batch_size:
+        raise ValueError(f"need epochs >= 1 and 1 <= batch_size <= {n} images, got epochs={epochs}, "
+                         f"batch_size={batch_size}")
+
+
 def fit(
     trainer: FRTrainer,
     inputs: torch.Tensor,
@@ -100,9 +107,7 @@ def fit(
         0: none).
     :return: ``epoch_seconds`` (training time per epoch), ``epoch_losses`` (mean loss per epoch), ``updates``.
     """
-    if epochs < 1 or batch_size < 1 or len(inputs) < batch_size:
-        raise ValueError(f"need epochs >= 1 and 1 <= batch_size <= {len(inputs)} images, got epochs={epochs}, "
-                         f"batch_size={batch_size}")
+    check_schedule(len(inputs), epochs, batch_size)
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=inputs.device).manual_seed(seed)
     trainer.total_updates = trainer.updates + epochs * (len(inputs) // batch_size)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gymnasium
 
 from mixup_env.envs import ACTION_MODES, GLOBAL_FEATURES, SAMPLE_FEATURES, FrequencyMixupEnv, split_observation
-from mixup_env.mixing import MixResult, mix_batch, sample_dirichlet
+from mixup_env.mixing import MixResult, mix_batch, mix_inputs, sample_dirichlet
 from mixup_env.rewards import (
     EpisodeStart,
     Reward,
@@ -74,6 +74,7 @@ __all__ = [
     "low_frequency_channels",
     "make_reward",
     "mix_batch",
+    "mix_inputs",
     "register_reward",
     "sample_dirichlet",
     "split_observation",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MixResult", "mix_batch", "sample_dirichlet", "sample_gamma"]
+__all__ = ["MixResult", "mix_batch", "mix_inputs", "sample_dirichlet", "sample_gamma"]
 
 
 def sample_gamma(shape: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -133,10 +133,41 @@ def mix_batch(
         targets = labels.to(inputs.dtype)
     else:
         raise ValueError(f"labels must have shape ({n},) or ({n}, {num_classes}), got {tuple(labels.shape)}")
+    matrix, partners, weights = _mix_matrix(n, kt, alpha, generator, inputs.dtype)
+    matrix = matrix.to(inputs.device)
+    mixed = (matrix @ inputs.reshape(n, -1)).reshape(inputs.shape)
+    soft = matrix @ targets
+    return MixResult(inputs=mixed, soft_labels=soft, partners=partners, weights=weights, k=kt)
+
+
+def mix_inputs(
+    inputs: torch.Tensor,
+    k: int | torch.Tensor,
+    alpha: float | torch.Tensor = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inputs half of :func:`mix_batch`, for who has no labels (the data-level attacker simulating the defence):
+    the same draws from the same generator give the same mix.
+
+    :return: ``(mixed, partners, weights)`` as in :class:`MixResult`.
+    """
+    n = inputs.shape[0]
+    if n == 0:
+        raise ValueError("cannot mix an empty batch")
+    kt = _as_k(k, n, generator.device if generator is not None else inputs.device)
+    matrix, partners, weights = _mix_matrix(n, kt, alpha, generator, inputs.dtype)
+    return (matrix.to(inputs.device) @ inputs.reshape(n, -1)).reshape(inputs.shape), partners, weights
+
+
+def _mix_matrix(
+    n: int, kt: torch.Tensor, alpha: float | torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mix as an ``(N, N)`` matrix (row i holds sample i's weights in its partners' columns), its partners and
+    weights, all drawn on ``kt``'s device."""
+    device = kt.device
     alpha_t = torch.as_tensor(alpha, dtype=torch.float64, device=device)
     if not bool((alpha_t > 0).all()):
         raise ValueError(f"alpha must be > 0, got {alpha}")
-
     k_max = int(kt.max())
     # Partners: a random order of the other samples (self excluded), the first k_max - 1 of them.
     scores = torch.rand((n, n), generator=generator, device=device)
@@ -147,13 +178,9 @@ def mix_batch(
     active = torch.arange(k_max, device=device).unsqueeze(0) < kt.unsqueeze(1)  # (N, k_max)
     conc = alpha_t.reshape(-1, 1).expand(n, k_max) if alpha_t.ndim else alpha_t.expand(n, k_max)
     gam = sample_gamma(conc.contiguous(), generator) * active
-    weights = (gam / gam.sum(1, keepdim=True)).to(inputs.dtype)
-
-    # The mix as an (N, N) matrix: row i holds sample i's weights in its partners' columns (distinct, so each
-    # weight lands once). One matrix product then mixes the inputs and the labels; for the batch sizes used here
-    # it is several times faster than gathering the (N, k, ...) partner tensor.
-    # k = 1 rows: the weight is exactly 1 on the sample itself and 0 elsewhere, so mixed == inputs exactly.
-    matrix = torch.zeros(n, n, dtype=inputs.dtype, device=device).scatter_(1, partners, weights).to(inputs.device)
-    mixed = (matrix @ inputs.reshape(n, -1)).reshape(inputs.shape)
-    soft = matrix @ targets
-    return MixResult(inputs=mixed, soft_labels=soft, partners=partners, weights=weights, k=kt)
+    weights = (gam / gam.sum(1, keepdim=True)).to(dtype)
+    # Distinct partners, so each weight lands once; one matrix product then mixes the inputs (and the labels): for
+    # the batch sizes used here several times faster than gathering the (N, k, ...) partner tensor. k = 1 rows:
+    # the weight is exactly 1 on the sample itself and 0 elsewhere, so the mix equals the input exactly.
+    matrix = torch.zeros(n, n, dtype=dtype, device=device).scatter_(1, partners, weights)
+    return matrix, partners, weights

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fr_models.card import ModelCard
 
 __all__ = [
     "BLOCK",
@@ -48,7 +51,7 @@ __all__ = [
     "block_shift",
     "dct_matrix",
     "hflip_sign",
-    "input_metadata",
+    "model_card",
     "input_transform",
     "low_frequency_channels",
     "rgb_to_ycbcr",
@@ -345,37 +348,25 @@ class FrequencyMasking(nn.Module):
         return F.avg_pool2d(img, self.upsample) if self.upsample > 1 else img
 
 
-def input_metadata(masking: FrequencyMasking | None, image_size: int | tuple[int, int] | None) -> dict[str, object]:
-    """How images become a model's input, as plain values to save with the model (``FRTrainer.metadata``).
+def model_card(masking: FrequencyMasking | None, image_size: int | tuple[int, int] | None, **fields: Any) -> ModelCard:
+    """The :class:`~fr_models.card.ModelCard` of a model behind ``masking`` (``FRTrainer.card``).
 
     :param masking: the frequency masking in front of the model, or ``None`` for a pixel-domain model.
     :param image_size: the size faces were resized to (``None``: their native size).
-    :return: ``{"input": "masked_dct" | "pixel", "dropped_channels": [...], "planes": C, "upsample": f,
-        "colour": ..., "image_size": ...}``.
+    :param fields: the card's other fields (``class_names``, ``defence``, ``k``, ...).
     """
-    size = None if image_size is None else ([int(image_size)] * 2 if isinstance(image_size, int) else [int(s) for s in image_size])
+    size = None if image_size is None else ((int(image_size),) * 2 if isinstance(image_size, int) else tuple(image_size))
     if masking is None:
-        return {"input": "pixel", "image_size": size}
-    return {"input": "masked_dct", "dropped_channels": list(masking.mask.dropped), "planes": masking.mask.planes,
-            "upsample": masking.upsample, "colour": masking.colour, "image_size": size}
+        return ModelCard(input="pixel", image_size=size, **fields)
+    return ModelCard(input="masked_dct", dropped_channels=tuple(masking.mask.dropped), planes=masking.mask.planes,
+                     upsample=masking.upsample, colour=masking.colour, image_size=size, **fields)
 
 
-def input_transform(metadata: dict[str, object]) -> nn.Module:
-    """The differentiable image -> model-input transform that :func:`input_metadata` describes (an identity
-    module for pixel models): what a white-box attacker backpropagates through.
-
-    :raises ValueError: the metadata names no known input kind.
-    """
-    kind = metadata.get("input")
-    if kind == "pixel":
+def input_transform(card: ModelCard) -> nn.Module:
+    """The differentiable image -> model-input transform that ``card`` describes (an identity module for pixel
+    models): what a white-box attacker backpropagates through."""
+    if card.input == "pixel":
         return nn.Identity()
-    if kind == "masked_dct":
-        dropped = metadata.get("dropped_channels")
-        planes = metadata.get("planes", 1)
-        # models saved before colour and upsampling existed: the planes as given, no upsampling
-        colour = metadata.get("colour")
-        n_planes = int(planes)  # type: ignore[call-overload]
-        mask = ChannelMask(dropped if isinstance(dropped, Iterable) else None, n_planes)
-        colour = str(colour) if colour is not None else ("grey" if n_planes == 1 else "rgb")
-        return FrequencyMasking(mask, int(metadata.get("upsample", 1)), colour)  # type: ignore[call-overload]
-    raise ValueError(f"model metadata names input {kind!r}: accepted 'pixel' or 'masked_dct' (see input_metadata)")
+    # models saved before colour existed: grey for one plane, RGB for three
+    colour = card.colour if card.colour is not None else ("grey" if card.planes == 1 else "rgb")
+    return FrequencyMasking(ChannelMask(card.dropped_channels, card.planes), card.upsample, colour)

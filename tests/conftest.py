@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name: str) -> ModuleType:
-    """Import ``examples/<name>.py`` (a script, not a package) as the module ``example_<name>``."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 #: Small and fast: 16-image batches, a narrow backbone, a few steps.
 TINY_ENV: dict[str, Any] = {"batch_size": 16, "episode_steps": 6, "eval_every": 3, "recipe": "tiny"}
@@ -43,3 +28,18 @@ def data_root() -> Path:
             pytest.fail(f"CI must run the real-data tests, but MIXUP_ENV_DATA={root!r} is not a folder (.ci/run sets it)")
         pytest.skip("set MIXUP_ENV_DATA to the folder of real face data sets (e.g. ../shared/data) to run this test")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def private_models(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny models on the synthetic faces with 30 % of the identities held out: undefended and fixed k=3."""
+    from fr_models.data import load_faces
+    from fr_models.recipes import get_recipe
+    from privacy.defences import DefenceSpec, train_fr_model
+
+    root, out = tmp_path_factory.mktemp("privacy"), {}
+    recipe = get_recipe("small").replace(epochs=2, batch_size=32)
+    for name, spec in (("none", DefenceSpec("none")), ("fixed", DefenceSpec("fixed", k=3))):
+        train_fr_model(load_faces("synthetic"), spec, recipe, root / name, public_fraction=0.3, progress=False)
+        out[name] = root / name
+    return out

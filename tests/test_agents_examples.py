@@ -31,6 +31,7 @@ def test_ppo_runs_on_the_env_and_callback_collects_info(tiny_env_kwargs, tmp_pat
     assert loaded.predict(obs, deterministic=True)[0] == model.predict(obs, deterministic=True)[0]
 
 
+@pytest.mark.slow
 def test_train_ppo_example_runs_and_saves(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--timesteps", "24", "--episode-steps", "8",
@@ -46,6 +47,7 @@ def test_train_ppo_example_runs_and_saves(tmp_path):
     assert trainer.updates == 8  # the final episode's FR run under the learned strategy
 
 
+@pytest.mark.slow
 def test_train_ppo_output_per_algorithm_and_rollout_rounding_said(tmp_path):
     from agents.training import parse_training_args, training_parser
 
@@ -62,6 +64,7 @@ def test_train_ppo_output_per_algorithm_and_rollout_rounding_said(tmp_path):
     assert summary["timesteps_requested"] == 25 and summary["timesteps"] == 48
 
 
+@pytest.mark.slow
 def test_train_ppo_rejects_bad_arguments():
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "train_ppo.py"), "--episode-steps", "0"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV)

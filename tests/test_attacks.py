@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from fr_models import FRConfig, FRTrainer
-from fr_models.attacks import (
+from fr_models.card import ModelCard
+from privacy.attacks import (
     BlackBoxOracle,
     TargetModel,
     attack_metrics,
@@ -19,8 +20,6 @@ from fr_models.attacks import (
     invert_mean_outputs,
     load_target,
     observe_mixes,
-    pareto_dominated,
-    plot_pareto,
     privacy_score,
     psnr,
     random_augment,
@@ -34,7 +33,8 @@ from fr_models.data import check_identity_split, images_to_tensor
 from fr_models.training import fit
 from fr_models.synthetic import make_synthetic_faces
 from mixup_env import ChannelMask, FrequencyMasking, block_dct, mix_batch
-from mixup_env.transform import input_metadata, input_transform
+from mixup_env.transform import model_card
+from privacy.report import pareto_dominated, plot_pareto
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def tiny_target(num_classes: int = 6, frequency: bool = True, seed: int = 0, tra
         inputs = masking(x[keep]) if masking else x[keep]
         trainer.backbone.set_input_stats(inputs.mean(dim=(0, 2, 3)), inputs.std(dim=(0, 2, 3)))
         fit(trainer, inputs, y[keep], epochs=8, batch_size=16, seed=seed)
-    return TargetModel(trainer.backbone, trainer.head, masking, (32, 32), [f"id{i}" for i in range(num_classes)])
+    card = ModelCard(input="masked_dct", image_size=(32, 32), class_names=[f"id{i}" for i in range(num_classes)])
+    return TargetModel(trainer.backbone, trainer.head, masking, (32, 32), card)
 
 
 def test_whitebox_gradient_flows_through_dct_and_mask() -> None:
@@ -110,7 +111,7 @@ def test_invert_with_priors_stays_in_their_image_space(faces) -> None:
     res = invert(target, [1, 2], eig, restarts=2, steps=3, views=1, public_images=x[:40])
     assert res.info["starts"] == "public faces" and res.images.shape == (2, 1, 32, 32)
     # PPA's initial selection: the starts of identity c are the public faces (or mirrors) the target rates highest.
-    from fr_models.attacks.whitebox import _public_starts
+    from privacy.attacks.whitebox import _public_starts
 
     starts = _public_starts(target, eig, x[:40], torch.tensor([1, 2]), 3, 16)
     cand = torch.cat([x[:40], x[:40].flip(-1)])
@@ -253,23 +254,15 @@ def test_load_target_errors(tmp_path) -> None:
     trainer.save(tmp_path / "nometa.pt")
     with pytest.raises(ValueError, match="records no image size"):
         load_target(tmp_path / "nometa.pt")
-    trainer.metadata = input_metadata(FrequencyMasking(ChannelMask()), 32)
+    masking = FrequencyMasking(ChannelMask())
+    trainer.card = model_card(masking, 32, class_names=["a", "b", "c"])
     trainer.save(tmp_path / "ok.pt")
-    target = load_target(tmp_path / "ok.pt", input_transform)
+    target = load_target(tmp_path / "ok.pt")  # the transform comes from the card: the same as the model's
     assert target.image_size == (32, 32) and target(torch.rand(2, 1, 32, 32)).shape == (2, 3)
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(target.transform(x), masking(x)) and target.class_names == ["a", "b", "c"]
     with pytest.raises(ValueError, match=r"reads images \(N, C, 32, 32\)"):
         target(torch.rand(2, 1, 64, 64))
-
-
-def test_input_metadata_round_trip() -> None:
-    masking = FrequencyMasking(ChannelMask(dropped=[0, 1, 8]))
-    meta = input_metadata(masking, 32)
-    t = input_transform(meta)
-    x = torch.rand(2, 1, 32, 32)
-    assert torch.equal(t(x), masking(x))
-    assert isinstance(input_transform(input_metadata(None, 32)), torch.nn.Identity)
-    with pytest.raises(ValueError, match="accepted 'pixel' or 'masked_dct'"):
-        input_transform({"input": "wavelet"})
 
 
 def test_pareto_plot(tmp_path) -> None:
@@ -280,7 +273,7 @@ def test_pareto_plot(tmp_path) -> None:
 
 
 def test_small_sets_get_a_minimum_number_of_updates() -> None:
-    from fr_models.attacks._loop import minibatches, total_updates
+    from privacy.attacks._loop import minibatches, total_updates
 
     assert total_updates(1500, 64, 60, 600) == 60 * 23  # large sets: epochs decide
     assert total_updates(120, 64, 60, 600) == 600  # AT&T's 120 public faces: 60 epochs would be 60 updates

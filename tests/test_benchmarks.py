@@ -48,6 +48,7 @@ def test_soak_reports_memory_at_start_and_end() -> None:
         soak.soak(0)
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end_on_a_tiny_configuration(tmp_path: Path) -> None:
     report = tmp_path / "perf.md"
     r = bench_run.main(["--quick", "--reps", "1", "--steps", "2", "--no-progress", "--out", str(report),

@@ -16,6 +16,7 @@ from fr_models import (
     make_head,
     split_per_identity,
 )
+from fr_models.training import fit
 from mixup_env.transform import FrequencyMasking
 
 
@@ -172,3 +173,26 @@ def test_cosface_margin_and_pixel_backbone():
 def test_backbones_at_112_and_in_colour(name, channels, size):
     bb = make_backbone(name, channels, size, 16)
     assert bb(torch.rand(2, channels, *size)).shape == (2, 16)
+
+
+def test_fit_trains_mixes_flips_and_rejects_bad_sizes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 6, 2, 2, generator=g)
+    y = torch.arange(40) % 4
+    x = x + 3 * torch.nn.functional.one_hot(y, 6).float().view(40, 6, 1, 1)  # learnable
+    t = FRTrainer(FRConfig(6, (2, 2), 4, embedding_dim=8, widths=(8, 8)), seed=0)
+    calls = {"mix": 0, "flip": 0}
+
+    def mix(xb, yb, gen):
+        calls["mix"] += 1
+        return xb, torch.nn.functional.one_hot(yb, 4).float()
+
+    def flip(xb):
+        calls["flip"] += 1
+        return xb.flip(-1)
+
+    hist = fit(t, x, y, epochs=3, batch_size=16, mix=mix, flip=flip)
+    assert hist["updates"] == 6 and calls == {"mix": 6, "flip": 6}  # 2 full batches per epoch
+    assert len(hist["epoch_seconds"]) == 3 and hist["epoch_losses"][-1] < hist["epoch_losses"][0]
+    with pytest.raises(ValueError, match="batch_size <= 40"):
+        fit(t, x, y, epochs=1, batch_size=64)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from fr_models import FRConfig, FRTrainer, make_backbone
 from fr_models.backbones import FaceResNet
+from fr_models.card import ModelCard
 from fr_models.evaluation import balanced_accuracy, chance_levels
 from fr_models.heads import ArcFaceHead, CosFaceHead
 from fr_models.recipes import RECIPES, default_recipe, get_recipe
@@ -23,8 +24,8 @@ from mixup_env.transform import (
     FrequencyMasking,
     block_dct,
     block_shift,
-    input_metadata,
     input_transform,
+    model_card,
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
@@ -122,14 +123,18 @@ def test_transform_settings_are_checked_with_clear_errors():
     assert FrequencyMasking(upsample=8).output_size((13, 7)) == (13, 7)
 
 
-def test_metadata_rebuilds_the_upsampled_colour_transform():
+def test_model_card_rebuilds_the_transform():
     m = FrequencyMasking(ChannelMask(planes=3), upsample=4, colour="ycbcr")
-    meta = input_metadata(m, 16)
-    assert meta["upsample"] == 4 and meta["colour"] == "ycbcr"
-    rebuilt = input_transform(meta)
+    card = model_card(m, 16, defence="mask")
+    assert card.upsample == 4 and card.colour == "ycbcr" and card.image_size == (16, 16) and card.defence == "mask"
     x = _images(2, 3, 16).float()
-    assert torch.equal(rebuilt(x), m(x))
-    old = {"input": "masked_dct", "dropped_channels": [0], "planes": 3, "image_size": [16, 16]}  # before issue 14
+    assert torch.equal(input_transform(card)(x), m(x))
+    grey = FrequencyMasking(ChannelMask(dropped=[0, 1, 8]))
+    y = torch.rand(2, 1, 32, 32)
+    assert torch.equal(input_transform(model_card(grey, 32))(y), grey(y))
+    assert isinstance(input_transform(model_card(None, 32)), torch.nn.Identity)
+    old = ModelCard.from_dict({"input": "masked_dct", "dropped_channels": [0], "planes": 3,
+                               "image_size": [16, 16]})  # a checkpoint from before issue 14
     assert input_transform(old).upsample == 1 and input_transform(old).colour == "rgb"
 
 

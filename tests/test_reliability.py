@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from agents import make_vec_env
 from fr_models import CheckpointError, FRConfig, FRTrainer, load_checkpoint
-from fr_models.attacks import load_target
+from privacy.attacks import load_target
 from fr_models.data import check_identity_split, load_faces, split_identities, split_per_identity
 from mixup_env import ACTION_MODES, FrequencyMixupEnv, mix_batch, register_reward
 from mixup_env.transform import ChannelMask, block_dct

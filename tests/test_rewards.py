@@ -253,6 +253,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow
 def test_a_reward_object_from_main_works_in_spawned_workers(tmp_path):
     import os
     import subprocess

@@ -112,6 +112,7 @@ def test_tensorboard_logs_privacy_utility_scalars(tmp_path):
     assert all(2 <= e.value <= 6 for e in acc.Scalars("mixup/k"))
 
 
+@pytest.mark.slow
 def test_train_scripts_with_load_normalize_and_continuous(tmp_path):
     run = [sys.executable, str(ROOT / "examples" / "train_sac.py"), "--timesteps", "16", "--episode-steps", "8",
            "--batch-size", "16", "--no-progress", "--out", str(tmp_path / "sac"), "--control-alpha",
@@ -138,6 +139,7 @@ def test_train_scripts_with_load_normalize_and_continuous(tmp_path):
     assert bad.returncode == 2 and "--n-envs" in bad.stderr
 
 
+@pytest.mark.slow
 def test_custom_reward_example_trains():
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_reward.py"), "--timesteps", "64",
                           "--no-progress"], capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV)
@@ -146,6 +148,7 @@ def test_custom_reward_example_trains():
     assert "mean k: first 20% of training" in res.stdout
 
 
+@pytest.mark.slow
 def test_compare_agents_small(tmp_path):
     result = compare_agents("mixup_env/FrequencyMixupPerSample-v0", {**TINY, "reward": "utility_aware"}, seeds=[0, 1],
                             train_steps=16, progress=False)
@@ -170,6 +173,7 @@ def test_k_by_feature_reports_the_policy():
     assert "loss (correlation with k:" in text and "k=6" in text
 
 
+@pytest.mark.slow
 def test_inspect_policy_example_reports_k_by_feature(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "inspect_policy.py"), "--train-steps", "12",
                           "--steps", "6", "--episode-steps", "8", "--batch-size", "16", "--bins", "2",

@@ -16,13 +16,13 @@ import torch
 from gymnasium import spaces
 
 from fr_models.data import FaceData, images_to_tensor, load_faces, split_per_identity
-from fr_models.recipes import default_recipe, get_recipe
+from fr_models.recipes import FRRecipe, default_recipe, get_recipe
 from fr_models.trainer import CheckpointError, FRTrainer, atomic_torch_save, load_checkpoint
 from fr_models.training import channel_stats as _channel_stats
 from fr_models.training import calibration_subset, random_flip, random_shift
 from mixup_env.mixing import mix_batch
 from mixup_env.rewards import ON_DEMAND, EpisodeStart, Reward, StepRecord, as_reward, reward_label, reward_requires
-from mixup_env.transform import ChannelMask, FrequencyMasking, input_metadata
+from mixup_env.transform import ChannelMask, FrequencyMasking, model_card
 
 __all__ = ["ACTION_MODES", "GLOBAL_FEATURES", "SAMPLE_FEATURES", "FrequencyMixupEnv", "split_observation"]
 
@@ -160,10 +160,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     * ``data``: ``"synthetic"``/``None`` (the built-in stand-in), a :class:`~fr_models.data.FaceData`, a ``.npz``
       path, or a data set name under ``$MIXUP_ENV_DATA``.
-    * ``recipe``: the FR model and training settings (:mod:`fr_models.recipes`): default ``"real"`` (a ResNet body
-      with a frequency stem, CosFace, warm-up and cosine decay over the episode, faces at 64x64 upsampled by 4)
-      for real faces and ``"small"`` for the built-in synthetic ones. Every setting below that is ``None`` comes
-      from it.
+    * ``recipe``: the FR model and training settings (:mod:`fr_models.recipes`), a name or an ``FRRecipe``: default
+      ``"real"`` (a ResNet body with a frequency stem, CosFace, warm-up and cosine decay over the episode, faces at
+      64x64 upsampled by 4) for real faces and ``"small"`` for the built-in synthetic ones. Every setting below that
+      is ``None`` comes from it.
     * ``image_size``: resize faces to this square size; ``None``: the recipe's (64 for ``"real"``, the data's own
       size for ``"small"``).
     * ``upsample``: upsample faces by this factor (1, 2, 4, 8) before the block DCT; ``colour``: ``"grey"``,
@@ -237,7 +237,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         test_fraction: float = 0.2,
         split_seed: int = 0,
         device: str | torch.device = "cpu",
-        recipe: str | None = None,
+        recipe: str | FRRecipe | None = None,
         upsample: int | None = None,
         colour: str | None = None,
         storage: str = "float16",
@@ -282,7 +282,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
         faces = load_faces(data)
         self.data_source = faces.source
-        self.recipe = get_recipe(recipe or default_recipe(faces.source)).replace(
+        base = recipe if isinstance(recipe, FRRecipe) else get_recipe(recipe or default_recipe(faces.source))
+        self.recipe = base.replace(
             backbone=backbone, widths=None if widths is None else tuple(int(v) for v in widths),
             blocks=None if blocks is None else tuple(int(v) for v in blocks), embedding_dim=embedding_dim, head=head,
             head_kwargs=None if head_kwargs is None else dict(head_kwargs), upsample=upsample, image_size=image_size,
@@ -295,6 +296,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._storage = getattr(torch, storage)
         h, w = faces.image_shape
         self.num_classes = faces.num_classes
+        self._class_names = tuple(faces.names)
         self.masking = FrequencyMasking(ChannelMask(dropped_channels, planes=faces.planes), self.recipe.upsample,
                                         colour).to(self.device)
         try:
@@ -377,7 +379,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.trainer = FRTrainer(self.fr_config, self.device, seed=int(seeds[1]))
         self.trainer.total_updates = self.episode_steps  # the learning-rate schedule spans the episode
         self.trainer.backbone.set_input_stats(self._in_mean, self._in_std)
-        self.trainer.metadata = input_metadata(self.masking, self._image_size)
+        self.trainer.card = model_card(self.masking, self._image_size, class_names=self._class_names,
+                                       defence="policy", k_values=self.k_values)
         self._order = np.empty(0, dtype=np.int64)
         self._step = 0
         self._truncated = ""  # why the episode ended ("done" after its last step), "" while it runs

@@ -6,16 +6,18 @@ Plots use matplotlib's object API (no pyplot, no global backend switch) and are 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from fr_models.trainer import atomic_write
 
-__all__ = ["pareto_dominated", "plot_pareto", "plot_reconstruction_grid"]
+__all__ = ["load_point", "pareto_dominated", "plot_pareto", "plot_reconstruction_grid"]
 
 
 def pareto_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
@@ -109,3 +111,22 @@ def plot_pareto(
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
+
+
+def load_point(path: Path) -> dict[str, Any]:
+    """Label, utility and privacy of one evaluation's ``privacy.json`` (:func:`privacy.evaluate.evaluate_privacy`),
+    as a point of the frontier; clear errors for files that are not one."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable privacy.json ({e})") from e
+    if not isinstance(report, dict) or report.get("privacy_score") is None:
+        raise ValueError(f"{str(path)!r} has no privacy_score: expected the privacy.json of evaluate_privacy.py")
+    utility = report.get("utility") or {}
+    if "top1" not in utility:
+        raise ValueError(f"{str(path)!r} has no utility (identification top-1): evaluate a model whose folder holds "
+                         "train_fr.py's metrics.json")
+    k = f" k={report['k']}" if report.get("k") else ""
+    label = f"{report.get('defence')}{k} ({report.get('input')})"
+    return {"label": label, "path": str(path), "accuracy": float(utility["top1"]),
+            "privacy": float(report["privacy_score"])}

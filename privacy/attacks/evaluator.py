@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fr_models.attacks._loop import MIN_UPDATES, load_tagged, total_updates, update
-from fr_models.attacks.augment import random_augment
-from fr_models.attacks.metrics import psnr, ssim
+from privacy.attacks._loop import MIN_UPDATES, load_tagged, total_updates, update
+from privacy.attacks.augment import random_augment
+from privacy.attacks.metrics import psnr, ssim
 from fr_models.trainer import atomic_torch_save
 
 __all__ = ["EvaluationClassifier", "EvaluatorNet", "attack_metrics", "privacy_score", "train_evaluator"]
@@ -165,7 +165,7 @@ def train_evaluator(
     :param images: ``(N, C, H, W)`` private images in ``[0, 1]``.
     :param labels: ``(N,)`` private identities ``0..C-1``.
     :param class_names: names of the identities (for reports).
-    :param epochs: passes (of ``N`` draws each; at least :data:`~fr_models.attacks._loop.MIN_UPDATES` updates).
+    :param epochs: passes (of ``N`` draws each; at least :data:`~privacy.attacks._loop.MIN_UPDATES` updates).
     :param batch_size: images per update.
     :param lr: peak learning rate.
     :param holdout: fraction of each identity's images held out to measure :attr:`EvaluationClassifier.val_accuracy`

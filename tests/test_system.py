@@ -1,14 +1,14 @@
-"""fr_models.memory: one way to measure this process's memory."""
+"""fr_models.system: one way to measure this process's memory."""
 
 import subprocess
 import sys
 
-from fr_models.memory import peak_rss_mib, rss_mib
+from fr_models.system import peak_rss_mib, rss_mib
 
 # In a fresh process (a long test process reuses freed memory, so a new array may not grow its RSS).
 CHECK = """
 import numpy as np
-from fr_models.memory import peak_rss_mib, rss_mib
+from fr_models.system import peak_rss_mib, rss_mib
 before, peak_before = rss_mib(), peak_rss_mib()
 assert 0 < before <= peak_before + 1, (before, peak_before)
 block = np.ones(128 * 2**20 // 8)  # 128 MiB, touched

@@ -2,10 +2,10 @@
 
 * **White-box** (:class:`TargetModel`): the attacker holds the FR model's weights *and* the input transform in
   front of it (for a defended model, the block DCT and the channel mask), and backpropagates from the model's
-  scores through both to the image. Everything in :mod:`fr_models.attacks.whitebox` assumes this.
+  scores through both to the image. Everything in :mod:`privacy.attacks.whitebox` assumes this.
 * **Black-box** (:class:`BlackBoxOracle`): the attacker only submits images to the deployed model and reads what
   it returns, either class scores (softmax probabilities) or embeddings; no weights, no gradients. Everything in
-  :mod:`fr_models.attacks.blackbox` assumes this, and goes through the oracle, which counts queries.
+  :mod:`privacy.attacks.blackbox` assumes this, and goes through the oracle, which counts queries.
 
 In both, the attacker's own data are *public* faces of identities the model was not trained on; the private
 images are never given to an attack (only to the evaluator that judges it).
@@ -14,15 +14,14 @@ images are never given to an attack (only to the evaluator that judges it).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
-
 import torch
 from torch import nn
 
-from fr_models.attacks._loop import freeze
+from fr_models.card import ModelCard
 from fr_models.heads import ClassifierHead
 from fr_models.trainer import FRTrainer, load_checkpoint
+from mixup_env.transform import input_transform
+from privacy.attacks._loop import freeze
 
 __all__ = ["BLACK_BOX", "OUTPUTS", "THREAT_MODELS", "WHITE_BOX", "BlackBoxOracle", "TargetModel", "load_target"]
 
@@ -44,8 +43,7 @@ class TargetModel(nn.Module):
     :param head: the classifier head (its :meth:`~fr_models.heads.ClassifierHead.logits` are the class scores).
     :param transform: image -> model input, differentiable (``None``: the model reads pixels).
     :param image_size: ``(H, W)`` of the images the model reads.
-    :param class_names: the training (private) identities, in label order.
-    :param metadata: what the checkpoint records about the model (input kind, defence, ``k``).
+    :param card: what the checkpoint records about the model (input kind, defence, ``k``, identities).
     """
 
     def __init__(
@@ -54,15 +52,14 @@ class TargetModel(nn.Module):
         head: ClassifierHead,
         transform: nn.Module | None,
         image_size: tuple[int, int],
-        class_names: Sequence[str] = (),
-        metadata: dict[str, Any] | None = None,
+        card: ModelCard | None = None,
     ) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
         self.transform = transform if transform is not None else nn.Identity()
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.class_names = list(class_names)
-        self.metadata = dict(metadata or {})
+        self.card = card if card is not None else ModelCard(image_size=self.image_size)
+        self.class_names = list(self.card.class_names)
         freeze(self)
 
     def train(self, mode: bool = True) -> TargetModel:
@@ -94,19 +91,14 @@ class TargetModel(nn.Module):
         return self.head.logits(self.embed(images))
 
 
-def load_target(
-    path: str | os.PathLike[str],
-    transform_from_metadata: Callable[[dict[str, Any]], nn.Module] | None = None,
-    device: str | torch.device = "cpu",
-) -> TargetModel:
-    """Load an FR checkpoint (``FRTrainer.save``: from ``examples/train_fr.py`` or the env) as a :class:`TargetModel`.
+def load_target(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> TargetModel:
+    """Load an FR checkpoint (``FRTrainer.save``: from the env or :func:`privacy.defences.train_fr_model`) as a
+    :class:`TargetModel`, with the input transform its model card describes in front.
 
     :param path: the checkpoint.
-    :param transform_from_metadata: builds the image -> input transform from the checkpoint's ``metadata`` (e.g.
-        :func:`mixup_env.transform.input_transform`); ``None`` means the model reads pixels.
     :param device: where to put it.
     :raises FileNotFoundError: no such file.
-    :raises ValueError: the file is not an FR model checkpoint, or records no image size.
+    :raises ValueError: the file is not an FR model checkpoint, or its card records no image size.
     """
     p = os.fspath(path)
     if not os.path.isfile(p):
@@ -118,16 +110,11 @@ def load_target(
         raise ValueError(f"{p!r} is not an FR model checkpoint: it holds {keys}; expected the keys 'config', "
                          "'backbone', 'head' written by FRTrainer.save")
     trainer = FRTrainer.from_state_dict(state, device)
-    meta = dict(trainer.metadata)
-    size = meta.get("image_size")
-    if not size:
-        raise ValueError(f"{p!r} records no image size in its metadata: re-save it with metadata['image_size'] "
-                         "(examples/train_fr.py and the env record it)")
-    transform = transform_from_metadata(meta) if transform_from_metadata is not None else None
-    if transform is not None:
-        transform = transform.to(device)
-    return TargetModel(trainer.backbone, trainer.head, transform, tuple(size),  # type: ignore[arg-type]
-                       meta.get("class_names", ()), meta)
+    card = trainer.card
+    if card.image_size is None:
+        raise ValueError(f"{p!r} records no image size in its model card: re-save it with card.image_size set "
+                         "(the env and privacy.defences.train_fr_model record it)")
+    return TargetModel(trainer.backbone, trainer.head, input_transform(card).to(device), card.image_size, card)
 
 
 class BlackBoxOracle:

@@ -1,16 +1,16 @@
 """White-box model inversion: optimise an image that the target model assigns to a private identity.
 
-Threat model: :data:`~fr_models.attacks.target.WHITE_BOX` (weights and the input transform; gradients flow from
+Threat model: :data:`~privacy.attacks.target.WHITE_BOX` (weights and the input transform; gradients flow from
 the scores back through the head, backbone, channel mask and block DCT to the image).
 
 * :func:`invert` with ``prior=None``: Fredrikson et al. (2015) style, the pixels themselves are optimised (through
   a sigmoid, so they stay in ``[0, 1]``), with total-variation and norm penalties. On CNN targets this finds
   patterns the target is sure of rather than faces; it is the reference point.
-* :func:`invert` with a prior (:mod:`fr_models.attacks.priors`): the latent of a decoder learned from public
+* :func:`invert` with a prior (:mod:`privacy.attacks.priors`): the latent of a decoder learned from public
   faces is optimised instead (GMI, Zhang et al. 2020), with a penalty that keeps it where the prior puts faces.
 
 Both make the objective robust, as the strongest attacks do (PPA, Struppek et al. 2022): the score is averaged
-over random views of the image (:func:`~fr_models.attacks.augment.random_augment`), each identity is attacked
+over random views of the image (:func:`~privacy.attacks.augment.random_augment`), each identity is attacked
 from several starts, and the start whose final image the target is most sure of under fresh random views is
 kept. With a prior and ``public_images``, the starts are PPA's initial selection: the latents of the public faces
 the target already scores highest for the identity (the attacker's own faces, encoded by the prior), instead of
@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from fr_models.attacks.augment import random_augment
-from fr_models.attacks.priors import ImagePrior
-from fr_models.attacks.target import TargetModel
+from privacy.attacks.augment import random_augment
+from privacy.attacks.priors import ImagePrior
+from privacy.attacks.target import TargetModel
 
 __all__ = ["InversionResult", "invert", "total_variation"]
 
@@ -64,6 +64,33 @@ def _identity_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> tor
         other = logits.scatter(1, target.view(-1, 1), float("-inf")).max(1).values
         return other - own
     raise ValueError(f"unknown identity loss {kind!r}: accepted 'ce' or 'margin'")
+
+
+def _check_inversion(target: TargetModel, classes: torch.Tensor | list[int], prior: ImagePrior | None,
+                     restarts: int, steps: int, views: int) -> torch.Tensor:
+    """The identities to attack as a CPU tensor; a clear error for settings :func:`invert` cannot run."""
+    cls = torch.as_tensor(classes, dtype=torch.long).reshape(-1).cpu()
+    if len(cls) == 0:
+        raise ValueError("no identities to attack")
+    if int(cls.min()) < 0 or int(cls.max()) >= target.num_classes:
+        raise ValueError(f"classes must be identities of the target, 0..{target.num_classes - 1}, got "
+                         f"{int(cls.min())}..{int(cls.max())}")
+    if restarts < 1 or steps < 1 or views < 1:
+        raise ValueError(f"restarts, steps and views must be >= 1, got {restarts}, {steps}, {views}")
+    if prior is not None and tuple(prior.image_size) != target.image_size:
+        raise ValueError(f"the prior makes {prior.image_size} images, the target reads {target.image_size}")
+    return cls
+
+
+@torch.no_grad()
+def _keep_best(target: TargetModel, images: torch.Tensor, confidence: torch.Tensor, cls: torch.Tensor,
+               restarts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per identity, the start whose image the target was most sure of under random views, and the target's
+    confidence in it (one clean view)."""
+    best = confidence.view(len(cls), restarts).argmax(1) + torch.arange(len(cls)) * restarts
+    kept = images[best]
+    dev = next(target.parameters()).device
+    return kept, torch.softmax(target(kept.to(dev)), 1).gather(1, cls.to(dev).view(-1, 1)).squeeze(1).cpu()
 
 
 def invert(
@@ -103,16 +130,7 @@ def invert(
         the encodings of the ``restarts`` public faces the target scores highest for it (``None``: random starts).
     """
     t0 = time.perf_counter()
-    cls = torch.as_tensor(classes, dtype=torch.long).reshape(-1).cpu()
-    if len(cls) == 0:
-        raise ValueError("no identities to attack")
-    if int(cls.min()) < 0 or int(cls.max()) >= target.num_classes:
-        raise ValueError(f"classes must be identities of the target, 0..{target.num_classes - 1}, got "
-                         f"{int(cls.min())}..{int(cls.max())}")
-    if restarts < 1 or steps < 1 or views < 1:
-        raise ValueError(f"restarts, steps and views must be >= 1, got {restarts}, {steps}, {views}")
-    if prior is not None and tuple(prior.image_size) != target.image_size:
-        raise ValueError(f"the prior makes {prior.image_size} images, the target reads {target.image_size}")
+    cls = _check_inversion(target, classes, prior, restarts, steps, views)
     dev = next(target.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     c, (h, w) = target.in_channels, target.image_size
@@ -130,22 +148,17 @@ def invert(
     for b in tqdm(range(n_batches), desc=f"white-box ({'prior' if prior is not None else 'no prior'})",
                   disable=not progress):
         y = todo[b * batch_size : (b + 1) * batch_size].to(dev)
-        if starts is not None:
-            param = starts[b * batch_size : (b + 1) * batch_size].clone().to(dev)
-        elif prior is not None:
-            param = torch.randn(len(y), prior.latent_dim, generator=gen).to(dev)
-        else:
-            param = (0.1 * torch.randn(len(y), c, h, w, generator=gen)).to(dev)
+        param = (starts[b * batch_size : (b + 1) * batch_size].clone() if starts is not None else
+                 torch.randn(len(y), prior.latent_dim, generator=gen) if prior is not None else
+                 0.1 * torch.randn(len(y), c, h, w, generator=gen)).to(dev)  # a public face's code, or random
         param.requires_grad_(True)
         opt = torch.optim.Adam([param], lr=step_size)
         for _ in range(steps):
             x = render(param)
             xs = random_augment(x.repeat(views, 1, 1, 1), gen if dev.type == "cpu" else None) if views > 1 else x
             obj = _identity_loss(target(xs), y.repeat(views), loss).view(views, -1).mean(0)
-            if prior is not None:
-                obj = obj + latent_weight * param.pow(2).mean(1)
-            else:
-                obj = obj + tv_weight * total_variation(x) + l2_weight * (x - 0.5).pow(2).mean(dim=(1, 2, 3))
+            obj = obj + (latent_weight * param.pow(2).mean(1) if prior is not None else
+                         tv_weight * total_variation(x) + l2_weight * (x - 0.5).pow(2).mean(dim=(1, 2, 3)))
             opt.zero_grad(set_to_none=True)
             obj.sum().backward()
             opt.step()
@@ -155,11 +168,7 @@ def invert(
             p = torch.softmax(target(check), 1).gather(1, y.repeat(8).view(-1, 1)).view(8, -1).mean(0)
         images.append(x.detach().cpu())
         conf.append(p.cpu())
-    all_images, all_conf = torch.cat(images), torch.cat(conf)
-    best = all_conf.view(len(cls), restarts).argmax(1) + torch.arange(len(cls)) * restarts
-    with torch.no_grad():
-        kept = all_images[best]
-        final_conf = torch.softmax(target(kept.to(dev)), 1).gather(1, cls.to(dev).view(-1, 1)).squeeze(1).cpu()
+    kept, final_conf = _keep_best(target, torch.cat(images), torch.cat(conf), cls, restarts)
     return InversionResult(kept, cls, final_conf, time.perf_counter() - t0, {
         "prior": type(prior).__name__ if prior is not None else None, "restarts": restarts, "steps": steps,
         "views": views, "loss": loss, "lr": step_size, "starts": "public faces" if starts is not None else "random",

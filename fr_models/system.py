@@ -1,7 +1,9 @@
-"""Memory of this process, measured one way everywhere (the privacy example, the soak benchmark).
+"""The machine a figure was measured on, described one way everywhere (the privacy pipeline, the grid's report,
+the benchmarks).
 
 * :func:`rss_mib`: the current resident set size.
 * :func:`peak_rss_mib`: the peak resident set size so far.
+* :func:`versions`: the Python, platform and package versions.
 
 Both read Linux's ``/proc/self`` first; elsewhere they fall back to :func:`resource.getrusage`'s ``ru_maxrss``,
 whose unit differs by platform (bytes on macOS, KiB on Linux and the BSDs), so the current size falls back to the
@@ -10,10 +12,31 @@ peak there.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 import sys
+from collections.abc import Sequence
 
-__all__ = ["peak_rss_mib", "rss_mib"]
+__all__ = ["PACKAGES", "peak_rss_mib", "rss_mib", "versions"]
+
+#: The packages whose versions :func:`versions` reports by default (distribution names).
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "gymnasium", "stable-baselines3", "opacus")
+
+
+def versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """``{"python": ..., "platform": ..., "cpus": ..., <package>: <version or "not installed">}``.
+
+    >>> versions(["no-such-package-xyz"])["no-such-package-xyz"]
+    'not installed'
+    """
+    out = {"python": platform.python_version(), "platform": platform.platform(), "cpus": str(os.cpu_count())}
+    for name in packages:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def _ru_maxrss_mib() -> float:

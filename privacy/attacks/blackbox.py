@@ -1,7 +1,7 @@
 """Black-box model inversion (Yang et al., CCS 2019): learn to invert the model's outputs from public faces.
 
-Threat model: :data:`~fr_models.attacks.target.BLACK_BOX`. The attacker submits public faces (and random views of
-them) to the :class:`~fr_models.attacks.target.BlackBoxOracle`, and trains a decoder from each returned output
+Threat model: :data:`~privacy.attacks.target.BLACK_BOX`. The attacker submits public faces (and random views of
+them) to the :class:`~privacy.attacks.target.BlackBoxOracle`, and trains a decoder from each returned output
 vector back to the face that produced it. It then decodes, for each private identity,
 
 * its **class vector** (``"probabilities"`` outputs): the one-hot score vector of the identity, i.e. the output a
@@ -23,11 +23,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fr_models.attacks._loop import MIN_UPDATES, freeze, minibatches, total_updates, update
-from fr_models.attacks.augment import random_augment
-from fr_models.attacks.priors import ConvDecoder
-from fr_models.attacks.target import BlackBoxOracle
-from fr_models.attacks.whitebox import InversionResult
+from privacy.attacks._loop import MIN_UPDATES, freeze, minibatches, total_updates, update
+from privacy.attacks.augment import random_augment
+from privacy.attacks.priors import ConvDecoder
+from privacy.attacks.target import BlackBoxOracle
+from privacy.attacks.whitebox import InversionResult
 
 __all__ = ["OutputDecoder", "invert_class_vectors", "invert_mean_outputs", "train_output_decoder"]
 
@@ -82,7 +82,7 @@ def train_output_decoder(
 
     :param oracle: the black-box model (``views_per_image * N`` queries).
     :param public_images: ``(N, C, H, W)`` public faces in ``[0, 1]``.
-    :param epochs: passes over the queried views (at least :data:`~fr_models.attacks._loop.MIN_UPDATES` updates).
+    :param epochs: passes over the queried views (at least :data:`~privacy.attacks._loop.MIN_UPDATES` updates).
     :param views_per_image: views of each public face submitted (the first is the face itself).
     :param top_m: most score entries kept (see :class:`OutputDecoder`).
     :param batch_size: views per update.

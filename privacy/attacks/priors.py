@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fr_models.attacks._loop import MIN_UPDATES, freeze, load_tagged, minibatches, total_updates, update
-from fr_models.attacks.augment import random_augment
+from privacy.attacks._loop import MIN_UPDATES, freeze, load_tagged, minibatches, total_updates, update
+from privacy.attacks.augment import random_augment
 from fr_models.trainer import atomic_torch_save
 
 __all__ = ["ConvDecoder", "ConvEncoder", "EigenfacePrior", "ImagePrior", "VAEPrior", "fit_eigenfaces", "fit_vae"]
@@ -213,7 +213,7 @@ def fit_vae(
 
     :param images: ``(N, C, H, W)`` public faces in ``[0, 1]``, sides multiples of 16.
     :param latent_dim: size of the latent.
-    :param epochs: passes over the faces (at least :data:`~fr_models.attacks._loop.MIN_UPDATES` updates).
+    :param epochs: passes over the faces (at least :data:`~privacy.attacks._loop.MIN_UPDATES` updates).
     :param batch_size: faces per update (at most ``N``).
     :param lr: Adam learning rate (cosine decay to zero).
     :param beta: weight of the KL term.

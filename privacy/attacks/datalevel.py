@@ -9,32 +9,50 @@ the network's output is judged against that dominant face's identity. With ``k =
 alone (recovering a face from its high-frequency channels); a larger ``k`` costs the attacker more, and this
 attack measures by how much rather than assuming it.
 
-The mixing is passed in as a function, ``mix(inputs, generator) -> (mixed, partners, weights)`` with ``partners``
-and ``weights`` ``(n, k_max)`` (row ``i`` mixes ``inputs[partners[i]]`` with ``weights[i]``), e.g. a wrapper of
-:func:`mixup_env.mixing.mix_batch`; ``fr_models`` itself knows nothing of the env.
+The mixing is a function, ``mix(inputs, generator) -> (mixed, partners, weights)`` with ``partners`` and ``weights``
+``(n, k_max)`` (row ``i`` mixes ``inputs[partners[i]]`` with ``weights[i]``): :func:`defence_mix` builds the
+defence's own from :func:`mixup_env.mixing.mix_inputs`, the function the defence mixes with.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fr_models.attacks._loop import MIN_UPDATES, freeze, minibatches, total_updates, update
-from fr_models.attacks.augment import random_augment
-from fr_models.attacks.whitebox import InversionResult
+from fr_models.backbones import INPUT_CLIP, conv_bn
+from mixup_env.mixing import mix_inputs
+from privacy.attacks._loop import MIN_UPDATES, freeze, minibatches, total_updates, update
+from privacy.attacks.augment import random_augment
+from privacy.attacks.whitebox import InversionResult
 
-__all__ = ["MixFunction", "Unmixer", "observe_mixes", "train_unmixer", "unmix"]
+__all__ = ["MixFunction", "Unmixer", "defence_mix", "observe_mixes", "train_unmixer", "unmix"]
 
 #: ``(inputs, generator) -> (mixed inputs, partners (n, k_max), weights (n, k_max))``
 MixFunction = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def _conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def defence_mix(k_values: Sequence[int], weights: Sequence[float] | None = None, alpha: float = 1.0) -> MixFunction:
+    """The defence's mixing as a :data:`MixFunction`: per input, k drawn from ``k_values`` with probabilities
+    proportional to ``weights`` (``None``: uniform; k is capped at the batch size), Dirichlet(``alpha``) weights.
+
+    :raises ValueError: not one non-negative weight per k, or all of them 0.
+    """
+    ks = torch.tensor([int(k) for k in k_values])
+    p = torch.ones(len(ks)) if weights is None else torch.tensor([float(w) for w in weights])
+    if len(ks) == 0 or len(p) != len(ks) or not bool((p >= 0).all()) or float(p.sum()) <= 0:
+        raise ValueError(f"need one non-negative weight per k, not all 0, got {weights} for k {list(k_values)}")
+
+    def mix(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # drawn on the generator's device (observe_mixes and train_unmixer give one on the faces' device)
+        pick = (torch.randint(len(ks), (len(x),), generator=gen, device=gen.device) if weights is None
+                else torch.multinomial(p.to(gen.device), len(x), replacement=True, generator=gen))
+        return mix_inputs(x, ks.to(gen.device)[pick].clamp(max=len(x)), alpha, gen)
+
+    return mix
 
 
 class Unmixer(nn.Module):
@@ -54,12 +72,12 @@ class Unmixer(nn.Module):
         super().__init__()
         self.register_buffer("in_mean", torch.zeros(in_channels))
         self.register_buffer("in_std", torch.ones(in_channels))
-        self.grid = nn.Sequential(_conv(in_channels, width), _conv(width, width))
+        self.grid = nn.Sequential(conv_bn(in_channels, width), conv_bn(width, width))
         self.up = nn.ConvTranspose2d(width, 16, block, stride=block)
-        self.pixel = nn.Sequential(_conv(16, 16), _conv(16, 16), nn.Conv2d(16, out_channels, 3, 1, 1))
+        self.pixel = nn.Sequential(conv_bn(16, 16), conv_bn(16, 16), nn.Conv2d(16, out_channels, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = ((x - self.in_mean.view(1, -1, 1, 1)) / self.in_std.view(1, -1, 1, 1)).clamp(-10, 10)
+        x = ((x - self.in_mean.view(1, -1, 1, 1)) / self.in_std.view(1, -1, 1, 1)).clamp(-INPUT_CLIP, INPUT_CLIP)
         return torch.sigmoid(self.pixel(self.up(self.grid(x))))
 
 
@@ -112,7 +130,7 @@ def train_unmixer(
     :param transform: the defence's image -> masked channels transform.
     :param mix: the defence's mixing scheme (the same ``k`` and weights as the defended training).
     :param epochs: passes over the public faces, every pass with new views and new mixes (at least
-        :data:`~fr_models.attacks._loop.MIN_UPDATES` updates).
+        :data:`~privacy.attacks._loop.MIN_UPDATES` updates).
     :param batch_size: faces per simulated batch (at least 2).
     :param lr: Adam learning rate (cosine decay).
     :param seed: seed of everything random.

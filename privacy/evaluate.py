@@ -1,0 +1,411 @@
+"""Attack a trained FR model and measure privacy: the model-inversion protocol of GMI / KED-MI / PLG-MI / MIBench.
+
+The model must have been trained on the *private* side of an identity-disjoint split
+(:func:`privacy.defences.train_fr_model` with ``public_fraction``, which writes ``split.npz`` beside the model).
+The attacker gets the model (white-box: weights and the DCT/mask transform its model card names; black-box:
+queries) and the *public* faces only. An evaluation classifier, trained on the private faces in the pixel domain
+with another architecture, judges every reconstruction (:mod:`privacy.attacks.evaluator`). Attacks
+(:data:`privacy.attacks.ATTACKS`):
+
+* ``whitebox_vae`` / ``whitebox_eigenface``: optimise the latent of a prior learned from the public faces (GMI);
+* ``whitebox_pixels``: optimise the pixels, no prior (Fredrikson et al.; a reference point);
+* ``blackbox_scores``: a decoder from score vectors to faces, trained by querying public faces, decodes each
+  identity's class vector (Yang et al.);
+* ``blackbox_embeddings``: the same from embeddings, decoding each identity's mean leaked embedding;
+* ``datalevel``: recover the dominant face of each mixed, masked training input (the model's own ``k``; for a
+  policy, k drawn as often as the policy chose it).
+
+:func:`evaluate_privacy` writes ``privacy.json`` (metrics per attack, the privacy score, times, settings, and the
+model's utility from the ``metrics.json`` beside it), ``reconstructions.png`` and ``reconstructions.npz`` (per
+identity, a real private face next to each attack's reconstruction) and the evaluator and VAE prior it trained
+(reused by later runs on the same identities). ``examples/evaluate_privacy.py`` is its command line.
+
+>>> AttackBudget(steps=0)
+Traceback (most recent call last):
+...
+ValueError: attack budget: steps must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fr_models.card import ModelCard
+from fr_models.data import FaceData, check_identity_split, images_to_tensor, load_faces
+from fr_models.system import peak_rss_mib
+from fr_models.trainer import atomic_write
+from privacy.attacks import (
+    ATTACKS,
+    BlackBoxOracle,
+    EvaluationClassifier,
+    InversionResult,
+    TargetModel,
+    VAEPrior,
+    attack_metrics,
+    defence_mix,
+    fit_eigenfaces,
+    fit_vae,
+    invert,
+    invert_class_vectors,
+    invert_mean_outputs,
+    load_target,
+    observe_mixes,
+    privacy_score,
+    train_evaluator,
+    train_output_decoder,
+    train_unmixer,
+    unmix,
+)
+from privacy.attacks._loop import MIN_UPDATES
+from privacy.report import plot_reconstruction_grid
+
+__all__ = ["DEFAULT_ATTACKS", "AttackBudget", "data_level_k", "data_level_weights", "evaluate_privacy",
+           "exit_status", "format_report"]
+
+DEFAULT_ATTACKS = ("whitebox_vae", "whitebox_pixels", "blackbox_scores", "blackbox_embeddings", "datalevel")
+
+
+@dataclass(frozen=True)
+class AttackBudget:
+    """How hard the attacks try, and how well their judges are trained.
+
+    :param identities: attack the first N private identities (``None``: all).
+    :param steps: white-box optimisation steps.
+    :param restarts: white-box random starts per identity.
+    :param views: random views the white-box objective averages over.
+    :param decoder_epochs: black-box decoder training passes.
+    :param unmix_epochs: data-level unmixer training passes.
+    :param min_updates: fewest updates of every attack network, however few the faces.
+    :param evaluator_epochs: the evaluator's training passes over the private faces.
+    :param prior_epochs: the VAE prior's training passes over the public faces.
+    :param judge_min_updates: fewest updates of the evaluator and the VAE prior, which are trained once and reused
+        (``None``: ``min_updates``).
+    :param grid_identities: rows of the reconstruction grid.
+    :param mix_k: k of the data-level attack (``None``: the model's own: 1 for mask-only, its k for fixed, its k
+        set for random / policy).
+    """
+
+    identities: int | None = None
+    steps: int = 300
+    restarts: int = 4
+    views: int = 4
+    decoder_epochs: int = 20
+    unmix_epochs: int = 60
+    min_updates: int = MIN_UPDATES
+    evaluator_epochs: int = 40
+    prior_epochs: int = 60
+    judge_min_updates: int | None = None
+    grid_identities: int = 8
+    mix_k: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("identities", "judge_min_updates", "mix_k") and value is None:
+                continue
+            if f.name == "mix_k":
+                object.__setattr__(self, "mix_k", tuple(int(k) for k in value))
+                if not self.mix_k or min(self.mix_k) < 1:
+                    raise ValueError(f"attack budget: mix_k values must be >= 1, got {list(value)}")
+            elif int(value) < (2 if f.name == "identities" else 1):
+                raise ValueError(f"attack budget: {f.name} must be >= {2 if f.name == 'identities' else 1}, "
+                                 f"got {value}")
+
+    @property
+    def judge_updates(self) -> int:
+        return self.min_updates if self.judge_min_updates is None else self.judge_min_updates
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (for JSON and settings hashes); unset options are left out."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if v is not None}
+
+
+def data_level_k(card: ModelCard, override: Sequence[int] | None = None) -> list[int] | None:
+    """The k values of the model's own defence (``None``: the server sees raw faces, no data-level attack)."""
+    if override is not None:
+        return [int(k) for k in override]
+    if card.input == "pixel":
+        return None
+    if card.defence == "fixed" and card.k is not None:
+        return [int(card.k)]
+    if card.defence in ("random", "policy"):
+        return list(card.k_values)
+    return [1]
+
+
+def data_level_weights(card: ModelCard, ks: Sequence[int]) -> list[float] | None:
+    """How often the model's training chose each of ``ks``: a policy records it (``k_distribution``); ``None``
+    (uniform) otherwise. The attacker simulates the defence as it ran, not as it might have."""
+    if not card.k_distribution:
+        return None
+    return [float(card.k_distribution.get(str(k), 0.0)) for k in ks]
+
+
+def _load_split(model: Path, split: Path | None, faces: FaceData, target: TargetModel) -> tuple[FaceData, FaceData]:
+    """The private and public sides of the model's identity split, checked against the model."""
+    path = split or model.parent / "split.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no split file {str(path)!r}: train the model with train_fr.py --public-fraction "
+                                "(it writes split.npz beside the model) or pass --split")
+    with np.load(path) as z:
+        if "private_idx" not in z.files or "public_idx" not in z.files:
+            raise ValueError(f"{str(path)!r} has no private/public split ({sorted(z.files)}): the model was "
+                             "trained on every identity, so no face is left for the attacker; retrain it with "
+                             "train_fr.py --public-fraction")
+        private_idx, public_idx = z["private_idx"], z["public_idx"]
+    check_identity_split(faces.labels, private_idx, public_idx, faces.names)
+    priv, pub = faces.subset(private_idx), faces.subset(public_idx)
+    if priv.num_classes != target.num_classes:
+        raise ValueError(f"the model has {target.num_classes} classes but the split's private side of {faces.source!r} "
+                         f"has {priv.num_classes} identities: wrong --data or --split for this model?")
+    if target.class_names and priv.names and list(target.class_names) != list(priv.names):
+        raise ValueError(f"the model's identities ({target.class_names[:3]}...) are not the split's private side "
+                         f"({priv.names[:3]}...): wrong --data or --split for this model?")
+    return priv, pub
+
+
+def _evaluator(path: Path, x: torch.Tensor, y: torch.Tensor, names: list[str], budget: AttackBudget, seed: int,
+               device: str, progress: bool) -> EvaluationClassifier:
+    """The judge: reused from ``path`` if it was trained on these identities at this size, else trained there."""
+    if path.is_file():
+        evaluator = EvaluationClassifier.load(path, device)
+        if evaluator.class_names != names or evaluator.image_size != tuple(x.shape[-2:]):
+            raise ValueError(f"the evaluator {str(path)!r} was trained on other identities or another image "
+                             "size; pass a new --evaluator path to train one for this split")
+        print(f"evaluator: reused {path} (held-out top-1 {evaluator.val_accuracy:.3f})")
+        return evaluator
+    t0 = time.perf_counter()
+    evaluator = train_evaluator(x, y, names, epochs=budget.evaluator_epochs, seed=seed, device=device,
+                                progress=progress, min_updates=budget.judge_updates)
+    evaluator.save(path)
+    print(f"evaluator: trained in {time.perf_counter() - t0:.0f} s, held-out top-1 {evaluator.val_accuracy:.3f}")
+    return evaluator
+
+
+def _vae_prior(path: Path, x_pub: torch.Tensor, public_names: list[str], budget: AttackBudget, seed: int,
+               device: str, progress: bool) -> VAEPrior:
+    """The VAE prior of the public faces: reused from ``path`` if it was fitted to the same public identities at
+    the same image size (it depends on nothing else), else trained and saved there."""
+    if path.is_file():
+        prior, trained_on = VAEPrior.load(path, device)
+        if trained_on == list(public_names) and prior.image_size == tuple(x_pub.shape[-2:]):
+            print(f"VAE prior: reused {path}")
+            return prior
+        print(f"VAE prior: {path} was fitted to other public faces; training a new one")
+    t0 = time.perf_counter()
+    prior = fit_vae(x_pub, epochs=budget.prior_epochs, seed=seed, device=device, progress=progress,
+                    min_updates=budget.judge_updates)
+    prior.save(path, list(public_names))
+    print(f"VAE prior: trained in {time.perf_counter() - t0:.0f} s, saved {path}")
+    return prior
+
+
+@dataclass
+class _Attacker:
+    """What every attack is given: the target, the public faces, the judged private faces, the budget."""
+
+    target: TargetModel
+    x_pub: torch.Tensor
+    public_names: list[str]
+    x_judged: torch.Tensor
+    y_judged: torch.Tensor
+    classes: torch.Tensor
+    budget: AttackBudget
+    prior_path: Path
+    seed: int
+    device: str
+    progress: bool
+
+    def __post_init__(self) -> None:
+        self._priors: dict[str, Any] = {}
+
+    def prior(self, kind: str) -> Any:
+        """The image prior of a white-box attack, fitted once for every attack that uses it."""
+        if kind == "pixels":
+            return None
+        if kind not in self._priors:
+            self._priors[kind] = (
+                _vae_prior(self.prior_path, self.x_pub, self.public_names, self.budget, self.seed, self.device,
+                           self.progress)
+                if kind == "vae" else fit_eigenfaces(self.x_pub).to(self.device))
+        return self._priors[kind]
+
+    def run(self, attack: str) -> tuple[InversionResult, dict[str, Any]] | str:
+        """The attack's reconstructions and its extra figures, or why it was skipped."""
+        b = self.budget
+        if attack.startswith("whitebox"):
+            prior = self.prior(attack.split("_", 1)[1])
+            res = invert(self.target, self.classes, prior, restarts=b.restarts, steps=b.steps, views=b.views,
+                         seed=self.seed, progress=self.progress, public_images=self.x_pub if prior is not None else None)
+            return res, {"threat_model": "white-box", **res.info,
+                         "target_confidence": float(res.target_confidence.mean())}
+        if attack.startswith("blackbox"):
+            oracle = BlackBoxOracle(self.target, "probabilities" if attack == "blackbox_scores" else "embedding")
+            dec = train_output_decoder(oracle, self.x_pub, epochs=b.decoder_epochs, views_per_image=4, seed=self.seed,
+                                       device=self.device, progress=self.progress, min_updates=b.min_updates)
+            res = (invert_class_vectors(dec, self.classes, self.target.num_classes) if attack == "blackbox_scores"
+                   else invert_mean_outputs(dec, oracle(self.x_judged), self.y_judged))
+            return res, {"threat_model": "black-box", **res.info, "queries": oracle.queries}
+        card = self.target.card
+        ks = data_level_k(card, b.mix_k)
+        if ks is None:
+            return "a pixel-domain model is trained on the raw faces: the server sees them, there is nothing to recover"
+        weights = data_level_weights(card, ks) if b.mix_k is None else None
+        mix = defence_mix(ks, weights)
+        transform = self.target.transform  # the white-box transform the model carries
+        unmixer = train_unmixer(self.x_pub, transform, mix, epochs=b.unmix_epochs, seed=self.seed, device=self.device,
+                                progress=self.progress, min_updates=b.min_updates)
+        observed, dominant, weight = observe_mixes(self.x_judged.to(self.device), transform, mix, seed=self.seed + 1)
+        res = unmix(unmixer, observed, self.y_judged[dominant.cpu()])
+        return res, {"threat_model": "data-level", "k_values": ks, "k_weights": weights,
+                     "dominant_weight": float(weight.mean())}
+
+
+def evaluate_privacy(
+    model: str | Path,
+    data: str | FaceData,
+    attacks: Sequence[str] = DEFAULT_ATTACKS,
+    budget: AttackBudget = AttackBudget(),
+    *,
+    split: str | Path | None = None,
+    evaluator: str | Path | None = None,
+    prior: str | Path | None = None,
+    out: str | Path = "runs/privacy",
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``attacks`` on the model at ``model`` and judge them; writes the outputs of the module docstring.
+
+    :param model: ``fr_model.pt`` (:func:`privacy.defences.train_fr_model` or the env's ``save_fr_model``).
+    :param data: the data set the model was trained on (name, ``.npz`` path or faces).
+    :param attacks: names from :data:`privacy.attacks.ATTACKS`.
+    :param budget: how hard the attacks try.
+    :param split: ``npz`` with ``private_idx`` / ``public_idx`` (default: ``split.npz`` beside the model).
+    :param evaluator: the evaluator checkpoint to reuse, or where to save a new one (default
+        ``<out>/evaluator.pt``).
+    :param prior: the VAE prior checkpoint to reuse, or where to save a new one (default ``<out>/vae_prior.pt``).
+    :param out: the output folder.
+    :param seed: the attacks' (and new judges') seed.
+    :param device: where to attack.
+    :param progress: show progress bars.
+    :return: the report (as written to ``privacy.json``).
+    :raises ValueError: an unknown attack, or a split or evaluator that does not belong to the model.
+    """
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attack(s) {unknown}: accepted {', '.join(ATTACKS)}")
+    model, out = Path(model), Path(out)
+    torch.manual_seed(seed)
+    target = load_target(model, device)
+    faces = data if isinstance(data, FaceData) else load_faces(data)
+    priv, pub = _load_split(model, None if split is None else Path(split), faces, target)
+    size = target.image_size
+    x_priv, y_priv = images_to_tensor(priv.images, size), torch.from_numpy(priv.labels)
+    n_ids = priv.num_classes if budget.identities is None else min(budget.identities, priv.num_classes)
+    classes = torch.arange(n_ids)
+    judged = torch.isin(y_priv, classes)
+    out.mkdir(parents=True, exist_ok=True)
+    names = priv.names or [str(c) for c in range(priv.num_classes)]
+    ev_path = Path(evaluator) if evaluator is not None else out / "evaluator.pt"
+    judge = _evaluator(ev_path, x_priv, y_priv, names, budget, seed, device, progress)
+    attacker = _Attacker(target, images_to_tensor(pub.images, size), list(pub.names), x_priv[judged], y_priv[judged],
+                         classes, budget, Path(prior) if prior is not None else out / "vae_prior.pt", seed, device,
+                         progress)
+    grid_ids = classes[: budget.grid_identities]
+    results, shown = _run_attacks(attacker, attacks, judge, grid_ids)
+    scored = {k: v for k, v in results.items() if "top1" in v}
+    card = target.card
+    report: dict[str, Any] = {
+        "model": str(model), "data": faces.source, "defence": card.defence, "k": card.k, "input": card.input,
+        "private_identities": priv.num_classes, "attacked_identities": n_ids,
+        "public_identities": pub.num_classes, "public_images": len(pub.labels),
+        "evaluator": {"path": str(ev_path), "held_out_top1": judge.val_accuracy},
+        "attacks": results, "privacy_score": privacy_score(scored) if scored else None,
+        "settings": {"attacks": list(attacks), "budget": budget.as_dict(), "seed": seed, "device": device},
+    }
+    metrics_path = model.parent / "metrics.json"
+    if metrics_path.is_file():
+        report["utility"] = json.loads(metrics_path.read_text()).get("identification")
+    atomic_write(out / "privacy.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
+    if shown:
+        real = torch.stack([x_priv[(y_priv == c).nonzero()[0, 0]] for c in grid_ids])
+        _write_reconstructions(out, real, shown, [names[c] for c in grid_ids],
+                               f"{Path(faces.source).stem}: defence {card.defence}, {card.input} model")
+    return report
+
+
+def _run_attacks(attacker: _Attacker, attacks: Sequence[str], judge: EvaluationClassifier,
+                 grid_ids: torch.Tensor) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
+    """Each attack's judged metrics (or why it was skipped), and its reconstructions of the grid's identities."""
+    f_judged = judge.features(attacker.x_judged)
+    results: dict[str, dict[str, Any]] = {}
+    shown: dict[str, torch.Tensor] = {}
+    for attack in attacks:
+        t0 = time.perf_counter()
+        outcome = attacker.run(attack)
+        if isinstance(outcome, str):
+            results[attack] = {"skipped": outcome}
+            print(f"  {attack}: skipped ({outcome.split(':')[0]})")
+            continue
+        res, extra = outcome
+        m = attack_metrics(judge, res.images, res.classes, attacker.x_judged, attacker.y_judged, f_judged)
+        results[attack] = {**m, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mib(), **extra}
+        shown[attack] = _grid_cells(res, grid_ids)
+        print(f"  {attack}: top-1 {m['top1']:.3f} ({m['top1_over_chance']:.1f}x chance), top-5 {m['top5']:.3f}, "
+              f"{results[attack]['seconds']:.0f} s", flush=True)
+    return results, shown
+
+
+def _write_reconstructions(out: Path, real: torch.Tensor, shown: dict[str, torch.Tensor], rows: list[str],
+                           title: str) -> None:
+    """``reconstructions.png`` (real faces beside each attack's) and the same images as uint8 arrays."""
+    plot_reconstruction_grid(real, shown, rows, out / "reconstructions.png", title)
+    as_uint8 = {name: (imgs.nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+                for name, imgs in {"real": real, **shown}.items()}
+    atomic_write(out / "reconstructions.npz", lambda tmp: np.savez_compressed(tmp, **as_uint8))
+
+
+def _grid_cells(res: InversionResult, grid_ids: torch.Tensor) -> torch.Tensor:
+    """One reconstruction per grid identity (NaN where the attack made none for it)."""
+    cells = torch.full((len(grid_ids), *res.images.shape[1:]), float("nan"))
+    for r, c in enumerate(grid_ids):
+        hit = (res.classes == c).nonzero()
+        if len(hit):
+            cells[r] = res.images[hit[0, 0]]
+    return cells
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report's attacks as a table, and its privacy score."""
+    lines = [f"{'attack':<22}{'top-1':>7}{'x chance':>9}{'top-5':>7}{'KNN':>7}{'PSNR':>7}{'SSIM':>7}{'s':>7}"]
+    for name, m in report["attacks"].items():
+        if "top1" in m:
+            lines.append(f"{name:<22}{m['top1']:>7.3f}{m['top1_over_chance']:>9.1f}{m['top5']:>7.3f}"
+                         f"{m['knn_dist']:>7.3f}{m['psnr']:>7.2f}{m['ssim']:>7.3f}{m['seconds']:>7.0f}")
+    if report["privacy_score"] is not None:
+        lines.append(f"privacy score {report['privacy_score']:.3f} (1 = nothing recognisable recovered)")
+    return "\n".join(lines)
+
+
+def exit_status(report: dict[str, Any]) -> tuple[int, str]:
+    """The exit code of a run and why: 0 when at least one attack was measured and its figures are finite, else 1:
+    a run that measured nothing, or measured NaN, must not look like a success to a script or CI."""
+    scored = {k: v for k, v in report["attacks"].items() if "top1" in v}
+    if not scored:
+        return 1, "no attack measured anything (every one was skipped)"
+    bad = [k for k, v in scored.items() if not all(math.isfinite(float(v[m])) for m in ("top1", "top5", "knn_dist"))]
+    if bad:
+        return 1, f"non-finite figures from {', '.join(bad)}"
+    return 0, ""

@@ -1,0 +1,110 @@
+"""privacy.grid and privacy.results: resumable cells, a report regenerated from them, the verdict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import privacy.grid
+from privacy.evaluate import AttackBudget
+from privacy.grid import (
+    ATTACKS,
+    THUMB,
+    AgentBudget,
+    Cell,
+    CellStore,
+    DataSettings,
+    GridConfig,
+    decode_thumbnails,
+    run_grid,
+)
+from privacy.results import summarise, verdict, write_report
+
+
+TINY_ATTACKS = AttackBudget(identities=3, steps=2, restarts=1, views=1, decoder_epochs=1, unmix_epochs=1, min_updates=1,
+                            evaluator_epochs=1, prior_epochs=1, grid_identities=3)
+
+
+def tiny(tmp_path, defences=("mask", "fixed2", "reinforce"), epochs=None) -> GridConfig:
+    return GridConfig(("synthetic",), defences, (0,), TINY_ATTACKS, AgentBudget(4, 4), epochs, tmp_path / "work",
+                      data_settings={"synthetic": DataSettings(None, 0.3, 1)}, progress=False)
+
+
+def test_grid_runs_cells_resumes_and_regenerates_the_report(tmp_path, monkeypatch):
+    store, report = CellStore(tmp_path / "cells"), tmp_path / "RESULTS.md"
+    config = tiny(tmp_path)
+    assert [c.filename for c in run_grid(config, store)] == ["synthetic__mask__s0.json", "synthetic__fixed2__s0.json",
+                                                             "synthetic__reinforce__s0.json"]
+    write_report(store, report, config.data_settings, config.defence_specs)
+    cells = sorted((tmp_path / "cells").glob("*.json"))
+    assert [c.name for c in cells] == ["synthetic__fixed2__s0.json", "synthetic__mask__s0.json",
+                                       "synthetic__reinforce__s0.json"]
+    cell = json.loads(cells[0].read_text())
+    assert set(cell["attacks"]) == set(ATTACKS) and 0 <= cell["privacy_all"] <= cell["privacy_model"] <= 1
+    updates = {json.loads(c.read_text())["utility"]["updates"] for c in cells}
+    assert len(updates) == 1 and updates.pop() > 0 and cell["settings"]["defence"] == "fixed2"  # same updates
+    side = THUMB
+    assert decode_thumbnails(cell["thumbnails"]["whitebox_vae"]).shape == (3, side, side)
+    policy = json.loads(cells[2].read_text())
+    assert sum(policy["k_distribution"].values()) == pytest.approx(1.0) and 2 <= policy["mean_k"] <= 6
+    assert all(c.stat().st_size < 30_000 for c in cells)  # small files, fit for the repository
+
+    text = report.read_text()
+    top1 = f"{cell['utility']['top1']:.3f}"
+    assert f"| fixed2 | 1 | {top1} |" in text and "**Verdict**" in text and "reinforce" in text
+    assert (report.parent / "img" / "results_pareto_synthetic.png").stat().st_size > 1000
+
+    # resumable: a second run computes nothing ...
+    def boom(*a, **k):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(privacy.grid, "run_cell", boom)
+    assert run_grid(config, store) == []
+    # ... the report is rewritten from the cells alone, with the same figures ...
+    report.unlink()
+    write_report(store, report, config.data_settings, config.defence_specs)
+    assert f"| fixed2 | 1 | {top1} |" in report.read_text()
+    # ... and a cell computed under other settings is not taken as finished
+    with pytest.raises(AssertionError, match="recomputed"):
+        run_grid(tiny(tmp_path, ("mask",), epochs=2), store)
+    # an unreadable cell is unfinished (recomputed), never a crash
+    (tmp_path / "cells" / "synthetic__mask__s0.json").write_text("{half")
+    assert not store.finished(Cell("synthetic", "mask", 0), config.settings(Cell("synthetic", "mask", 0)))
+
+
+def test_report_needs_cells_and_the_config_rejects_unknown_names(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no finished cells"):
+        write_report(CellStore(tmp_path / "empty"), tmp_path / "RESULTS.md")
+    with pytest.raises(ValueError, match=r"unknown data set\(s\) \['celeba'\]; accepted: lfw, att_faces"):
+        GridConfig(("celeba",))
+    with pytest.raises(ValueError, match=r"unknown defence\(s\) \['instahide'\]"):
+        GridConfig(("lfw",), ("instahide",))
+    with pytest.raises(ValueError, match="unknown FR recipe 'huge'"):
+        GridConfig(("lfw",), recipe="huge")
+
+
+def _cell(defence: str, seed: int, top1: float, privacy: float, dist: dict[str, float] | None = None) -> dict:
+    c = {"settings": {"data": "d", "defence": defence, "seed": seed}, "utility": {"top1": top1},
+         "privacy_model": privacy, "privacy_all": privacy}
+    if dist:
+        c["k_distribution"] = dist
+        c["mean_k"] = sum(int(k) * p for k, p in dist.items())
+    return c
+
+
+def test_verdict_names_dominated_defences_and_compares_policies_at_matched_accuracy():
+    cells = []
+    for seed in (0, 1, 2):
+        e = 0.002 * seed
+        cells += [_cell("none", seed, 0.60 + e, 0.10 + e), _cell("fixed2", seed, 0.40 + e, 0.50 + e),
+                  _cell("fixed6", seed, 0.25 + e, 0.80 + e), _cell("mask", seed, 0.40 + e, 0.30 + e),
+                  _cell("reinforce", seed, 0.255 + e, 0.795 + e, {"6": 0.97, "2": 0.03}),
+                  _cell("ppo", seed, 0.405 + e, 0.70 + e, {"3": 0.6, "4": 0.4})]
+    lines = verdict("d", summarise(cells)["d"])
+    text = "\n".join(lines)
+    assert "**Dominated**: mask, fixed2." in text  # ppo is more accurate than fixed2 and more private
+    assert "**reinforce** (top-1 0.257, privacy 0.797) **does not beat**: it ties" in lines[2]
+    assert "accuracy, fixed6 (top-1 0.252, privacy 0.802" in lines[2]
+    assert "collapsed to one k: k = 6 for 97% of the faces" in lines[2]
+    assert "**ppo** (top-1 0.407, privacy 0.702) **beats** the best fixed k at matched accuracy, fixed2" in lines[3]

@@ -1,0 +1,147 @@
+"""privacy.evaluate (and privacy.report's frontier): train with a public share held out, attack, judge, on tiny
+settings, and the errors; the scripts over them are run in tests/test_examples.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import privacy.evaluate
+from fr_models import FRTrainer
+from fr_models.card import ModelCard
+from fr_models.data import load_faces
+from privacy.attacks import ATTACKS, defence_mix
+from privacy.evaluate import AttackBudget, data_level_k, data_level_weights, evaluate_privacy, exit_status
+from privacy.report import load_point, pareto_dominated
+
+TINY = AttackBudget(min_updates=1, evaluator_epochs=3, prior_epochs=1, steps=3, restarts=2, views=2, decoder_epochs=1,
+                    unmix_epochs=1, grid_identities=3)
+
+
+def test_train_fr_holds_out_public_identities(private_models) -> None:
+    faces = load_faces("synthetic")
+    split = np.load(private_models["fixed"] / "split.npz")
+    priv, pub = faces.labels[split["private_idx"]], faces.labels[split["public_idx"]]
+    assert len(np.intersect1d(priv, pub)) == 0 and len(np.unique(pub)) == 6 and len(np.unique(priv)) == 14
+    metrics = json.loads((private_models["fixed"] / "metrics.json").read_text())
+    assert metrics["num_identities"] == 14 and metrics["public_identities"] == 6
+    model = FRTrainer.load(private_models["fixed"] / "fr_model.pt")
+    assert model.config.num_classes == 14
+    card = model.card
+    assert card.input == "masked_dct" and card.defence == "fixed" and card.k == 3 and card.image_size == (64, 64)
+    assert card.class_names == tuple(faces.names[c] for c in np.unique(priv))
+
+
+def test_evaluate_privacy_runs_every_attack(private_models, tmp_path, monkeypatch) -> None:
+    seen = {}
+    real_train = privacy.evaluate.train_evaluator
+
+    def spy(images, labels, names, **kw):
+        seen["images"], seen["names"] = images.clone(), list(names)
+        return real_train(images, labels, names, **kw)
+
+    monkeypatch.setattr(privacy.evaluate, "train_evaluator", spy)
+    out = tmp_path / "fixed"
+    report = evaluate_privacy(private_models["fixed"] / "fr_model.pt", "synthetic", ATTACKS, TINY, out=out, progress=False)
+    # The evaluator saw exactly the private faces: none of a public identity.
+    faces = load_faces("synthetic")
+    split = np.load(private_models["fixed"] / "split.npz")
+    from fr_models.data import images_to_tensor
+
+    assert torch.equal(seen["images"], images_to_tensor(faces.images[split["private_idx"]], 64))
+    public_names = {faces.names[c] for c in np.unique(faces.labels[split["public_idx"]])}
+    assert not public_names & set(seen["names"]) and len(seen["names"]) == 14
+    saved = json.loads((out / "privacy.json").read_text())
+    assert saved["privacy_score"] == pytest.approx(report["privacy_score"]) and 0 <= saved["privacy_score"] <= 1
+    assert set(saved["attacks"]) == set(ATTACKS)
+    for name, m in saved["attacks"].items():
+        assert {"top1", "top5", "knn_dist", "psnr", "ssim", "seconds", "peak_rss_mb"} <= set(m), name
+        assert m["chance_top1"] == pytest.approx(1 / 14) and 0 <= m["top1"] <= m["top5"] <= 1
+    assert saved["attacks"]["datalevel"]["k_values"] == [3]  # the model's own k
+    assert saved["attacks"]["blackbox_scores"]["queries"] == 4 * saved["public_images"]
+    assert saved["utility"]["top1"] >= 0 and (out / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "evaluator.pt").is_file()
+
+    # A second model on the same split reuses the evaluator; the pixel model skips the data-level attack.
+    report2 = evaluate_privacy(private_models["none"] / "fr_model.pt", "synthetic", ["blackbox_embeddings", "datalevel"], TINY,
+                               evaluator=out / "evaluator.pt", out=tmp_path / "none", progress=False)
+    assert "skipped" in report2["attacks"]["datalevel"] and "top1" in report2["attacks"]["blackbox_embeddings"]
+    # the exit code says whether anything was measured, and measured finitely (it was always 0)
+    assert exit_status(report) == (0, "") and exit_status(report2) == (0, "")
+    skipped_only = {"attacks": {"datalevel": report2["attacks"]["datalevel"]}}
+    assert exit_status(skipped_only) == (1, "no attack measured anything (every one was skipped)")
+    nan = {"attacks": {"blackbox_embeddings": {**report2["attacks"]["blackbox_embeddings"], "top1": float("nan")}}}
+    assert exit_status(nan) == (1, "non-finite figures from blackbox_embeddings")
+
+    points = [load_point(out / "privacy.json"), load_point(tmp_path / "none" / "privacy.json")]
+    assert [p["label"] for p in points] == ["fixed k=3 (masked_dct)", "none (pixel)"]
+    assert len(pareto_dominated([(p["accuracy"], p["privacy"]) for p in points])) == 2
+
+
+def test_evaluate_privacy_errors(private_models, tmp_path) -> None:
+    model = private_models["fixed"] / "fr_model.pt"
+
+    def run(split, model=model, attacks=ATTACKS):
+        return evaluate_privacy(model, "synthetic", attacks, TINY, split=split, out=tmp_path / "out", progress=False)
+
+    (tmp_path / "junk.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="not a readable FR model checkpoint"):
+        run(None, model=tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match=r"unknown attack\(s\) \['gan'\]: accepted whitebox_vae"):
+        run(None, attacks=["gan"])
+    split = np.load(private_models["fixed"] / "split.npz")
+    # A forced split whose public side shares identities with the private one.
+    np.savez(tmp_path / "overlap.npz", private_idx=split["private_idx"], public_idx=split["private_idx"][:40])
+    with pytest.raises(ValueError, match="on both the private and the public side"):
+        run(tmp_path / "overlap.npz")
+    # A public side with a single identity: too few for the attacker.
+    faces = load_faces("synthetic")
+    one = np.flatnonzero(faces.labels == faces.labels[split["public_idx"][0]])
+    np.savez(tmp_path / "one.npz", private_idx=split["private_idx"], public_idx=one)
+    with pytest.raises(ValueError, match="public side has 1 identities, the attack needs at least 2"):
+        run(tmp_path / "one.npz")
+    # A model trained on every identity leaves no public faces.
+    np.savez(tmp_path / "nosplit.npz", train_idx=np.arange(10), test_idx=np.arange(10, 20))
+    with pytest.raises(ValueError, match="retrain it with train_fr.py --public-fraction"):
+        run(tmp_path / "nosplit.npz")
+    with pytest.raises(ValueError, match="attack budget: steps must be >= 1, got 0"):
+        AttackBudget(steps=0)
+    with pytest.raises(ValueError, match="attack budget: identities must be >= 2, got 1"):
+        AttackBudget(identities=1)
+
+
+def test_defence_mix_draws_on_the_generator_device() -> None:
+    """The data-level attack gives the mix a generator on the faces' device; the draws must happen there."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 54, 4, 4)
+    for weights in (None, [0.0, 1.0]):
+        mixed, partners, w = defence_mix([2, 3], weights)(x, gen)
+        assert mixed.shape == x.shape and partners.shape[0] == 6
+        assert weights is None or (w > 0).sum(1).eq(3).all()  # k = 3 only
+    if torch.cuda.is_available():
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        for weights in (None, [1.0, 1.0]):
+            mixed, _, _ = defence_mix([2, 3], weights)(x.cuda(), gen)
+            assert mixed.device.type == "cuda"
+
+
+def test_data_level_mix_follows_the_recorded_k_distribution():
+    card = ModelCard(input="masked_dct", defence="policy", k_values=(2, 3, 6),
+                     k_distribution={"2": 0.0, "3": 0.0, "6": 1.0})
+    ks = data_level_k(card)
+    weights = data_level_weights(card, ks)
+    assert ks == [2, 3, 6] and weights == [0.0, 0.0, 1.0]
+    assert data_level_weights(ModelCard(input="masked_dct", defence="random"), [2, 3]) is None
+    assert data_level_k(ModelCard(input="pixel")) is None and data_level_k(ModelCard(input="masked_dct")) == [1]
+    assert data_level_k(ModelCard(input="masked_dct", defence="fixed", k=4)) == [4]
+    mix = defence_mix(ks, weights)
+    x = torch.rand(40, 1, 8, 8)
+    _, partners, w = mix(x, torch.Generator().manual_seed(0))
+    assert ((w > 0).sum(1) == 6).all()  # every face mixed with 5 others, as the policy did
+    uniform = defence_mix([2, 3])
+    assert set(((uniform(x, torch.Generator().manual_seed(0))[2] > 0).sum(1)).tolist()) == {2, 3}
+    with pytest.raises(ValueError, match="one non-negative weight per k"):
+        defence_mix([2, 3], [1.0])
