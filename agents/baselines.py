@@ -80,7 +80,7 @@ class RandomK(_Baseline):
     def __init__(self, env: Any, seed: int | None = None) -> None:
         super().__init__(env)
         self.rng = np.random.default_rng(seed)
-        self._per_sample = self.env.action_mode.startswith("sample")
+        self._per_sample = self.env.codec.per_sample
 
     def choose_k(self, observation: np.ndarray) -> int | np.ndarray:
         size = self.env.batch_size if self._per_sample else None

@@ -107,7 +107,8 @@ def compare_agents(
     kw = dict(env_kwargs or {})
     result = ComparisonResult(seeds=list(seeds))
     env = gym.make(env_id, **kw)
-    per_sample_reward = kw.get("reward", "fr_loss") == "fr_loss" and env.unwrapped.action_mode == "sample_discrete"
+    codec = env.unwrapped.codec
+    per_sample_reward = kw.get("reward", "fr_loss") == "fr_loss" and codec.discrete and codec.per_sample
     for seed in tqdm(seeds, desc="seeds", disable=not progress):
         agents: dict[str, Any] = {}
         if "fixed" in include:
@@ -116,7 +117,7 @@ def compare_agents(
             agents["random_k"] = RandomK(env, seed=seed)
         if "schedule" in include:
             agents["schedule_k"] = ScheduleK(env)
-        if "reinforce" in include and env.unwrapped.action_mode.endswith("discrete"):
+        if "reinforce" in include and codec.discrete:
             t0 = time.perf_counter()
             agents["reinforce"] = Reinforce(gym.make(env_id, **kw), seed=seed, per_sample_reward=per_sample_reward
                                             ).learn(train_steps, seed=seed)

@@ -89,12 +89,12 @@ class Reinforce:
         device: str | torch.device = "cpu",
     ) -> None:
         base = env.unwrapped
-        if not isinstance(base, FrequencyMixupEnv) or base.action_mode not in ("sample_discrete", "batch_discrete"):
+        if not isinstance(base, FrequencyMixupEnv) or not base.codec.discrete:
             mode = getattr(base, "action_mode", type(base).__name__)
             raise ValueError(f"Reinforce needs a mixup_env env in a discrete action mode "
                              f"(sample_discrete or batch_discrete), got {mode!r}")
         self.env = env
-        self.per_sample_actions = base.action_mode == "sample_discrete"
+        self.per_sample_actions = base.codec.per_sample
         self.per_sample_reward = bool(per_sample_reward)
         self.config = {"learning_rate": float(learning_rate), "hidden": int(hidden),
                        "baseline_momentum": float(baseline_momentum), "entropy_coef": float(entropy_coef),

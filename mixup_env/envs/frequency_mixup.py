@@ -15,19 +15,21 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from fr_models.data import FaceData, images_to_tensor, load_faces, split_per_identity
+from fr_models.data import FaceData, load_faces
 from fr_models.recipes import FRRecipe, default_recipe, get_recipe
-from fr_models.trainer import CheckpointError, FRTrainer, atomic_torch_save, load_checkpoint
+from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch_save, load_checkpoint
 from fr_models.training import channel_stats as _channel_stats
-from fr_models.training import calibration_subset, random_flip, random_shift
+from fr_models.training import random_flip, random_shift
+from mixup_env.actions import ACTION_CODECS, make_codec
 from mixup_env.mixing import mix_batch
+from mixup_env.prepared import PreparedFaces, prepare_faces
 from mixup_env.rewards import ON_DEMAND, EpisodeStart, Reward, StepRecord, as_reward, reward_label, reward_requires
 from mixup_env.transform import ChannelMask, FrequencyMasking, model_card
 
 __all__ = ["ACTION_MODES", "GLOBAL_FEATURES", "SAMPLE_FEATURES", "FrequencyMixupEnv", "split_observation"]
 
 #: The action modes (see the class docstring's Action Space section).
-ACTION_MODES: tuple[str, ...] = ("batch_discrete", "sample_discrete", "batch_continuous", "sample_continuous")
+ACTION_MODES: tuple[str, ...] = tuple(ACTION_CODECS)
 #: Global observation entries, in order (the first ``len(GLOBAL_FEATURES)`` entries of an observation).
 GLOBAL_FEATURES: tuple[str, ...] = (
     "progress",
@@ -159,7 +161,11 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     ```
 
     * ``data``: ``"synthetic"``/``None`` (the built-in stand-in), a :class:`~fr_models.data.FaceData`, a ``.npz``
-      path, or a data set name under ``$MIXUP_ENV_DATA``.
+      path, a data set name under ``$MIXUP_ENV_DATA``, or a :class:`~mixup_env.prepared.PreparedFaces` (split and
+      transformed already: it brings its own masking, image size and split, and the arguments for those are not
+      used).
+    * ``fr_config``: the FR model to train (a :class:`fr_models.FRConfig`; default: the recipe's, for the prepared
+      channels).
     * ``recipe``: the FR model and training settings (:mod:`fr_models.recipes`), a name or an ``FRRecipe``: default
       ``"real"`` (a ResNet body with a frequency stem, CosFace, warm-up and cosine decay over the episode, faces at
       64x64 upsampled by 4) for real faces and ``"small"`` for the built-in synthetic ones. Every setting below that
@@ -213,7 +219,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     def __init__(
         self,
-        data: str | os.PathLike[str] | FaceData | None = None,
+        data: str | os.PathLike[str] | FaceData | PreparedFaces | None = None,
         image_size: int | None = None,
         action_mode: str = "batch_discrete",
         k_values: Sequence[int] = (2, 3, 4, 5, 6),
@@ -246,100 +252,45 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         lr_schedule: str | None = None,
         max_shift: int | None = None,
         recalibrate_norms: bool = True,
+        fr_config: FRConfig | None = None,
     ) -> None:
         super().__init__()
-        if action_mode not in ACTION_MODES:
-            raise ValueError(f"unknown action_mode {action_mode!r}; accepted: {', '.join(ACTION_MODES)}")
-        self.action_mode = action_mode
         self.k_values = self._check_k_values(k_values, batch_size)
-        for name, value in (("episode_steps", episode_steps), ("eval_every", eval_every)):
-            if int(value) < 1:
-                raise ValueError(f"{name}={value} is invalid: accepted a positive integer")
-        if not dirichlet_alpha > 0:
-            raise ValueError(f"dirichlet_alpha={dirichlet_alpha} is invalid: accepted a positive number")
-        lo, hi = (float(a) for a in alpha_range)
-        if not 0 < lo <= hi:
-            raise ValueError(f"alpha_range={tuple(alpha_range)} is invalid: accepted (low, high) with 0 < low <= high")
-        if control_alpha and not action_mode.endswith("continuous"):
-            raise ValueError(f"control_alpha=True needs a continuous action_mode, got {action_mode!r}")
-        self.control_alpha = bool(control_alpha)
-        self.alpha_range = (lo, hi)
-        self.batch_size = int(batch_size)
-        self.episode_steps = int(episode_steps)
-        self.eval_every = int(eval_every)
+        lo, hi = self._check_schedule(episode_steps, eval_every, dirichlet_alpha, alpha_range)
+        #: the action mode's space and its translation to mixing decisions (:mod:`mixup_env.actions`)
+        self.codec = make_codec(action_mode, self.k_values, batch_size, dirichlet_alpha, control_alpha, (lo, hi))
+        self.action_mode, self.control_alpha, self.alpha_range = action_mode, bool(control_alpha), (lo, hi)
+        self.batch_size, self.episode_steps, self.eval_every = int(batch_size), int(episode_steps), int(eval_every)
         self.dirichlet_alpha = float(dirichlet_alpha)
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device={device!r} is invalid: accepted a torch device such as 'cpu', 'cuda' or "
-                             "'cuda:1'") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={device!r}: torch sees no CUDA device on this machine; use device='cpu'")
+        self.device = self._check_device(device)
         self.reward_fn = as_reward(reward, reward_kwargs)
         self.reward_name = reward_label(reward)
         #: the on-demand quantities measured at every step (see :func:`mixup_env.rewards.reward_requires`)
         self.measured = ON_DEMAND if measure_all else reward_requires(self.reward_fn)
 
-        faces = load_faces(data)
-        self.data_source = faces.source
-        base = recipe if isinstance(recipe, FRRecipe) else get_recipe(recipe or default_recipe(faces.source))
+        faces = None if isinstance(data, PreparedFaces) else load_faces(data)
+        source = faces.source if faces is not None else data.source  # type: ignore[union-attr]
+        base = recipe if isinstance(recipe, FRRecipe) else get_recipe(recipe or default_recipe(source))
         self.recipe = base.replace(
             backbone=backbone, widths=None if widths is None else tuple(int(v) for v in widths),
             blocks=None if blocks is None else tuple(int(v) for v in blocks), embedding_dim=embedding_dim, head=head,
             head_kwargs=None if head_kwargs is None else dict(head_kwargs), upsample=upsample, image_size=image_size,
             lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule, hflip=hflip, max_shift=max_shift)
-        image_size = self.recipe.image_size
         self.hflip = bool(self.recipe.hflip)
         self.max_shift = int(self.recipe.max_shift)
-        if storage not in ("float32", "float16"):
-            raise ValueError(f"storage={storage!r} is invalid: accepted 'float32' or 'float16'")
-        self._storage = getattr(torch, storage)
-        h, w = faces.image_shape
-        self.num_classes = faces.num_classes
-        self._class_names = tuple(faces.names)
-        self.masking = FrequencyMasking(ChannelMask(dropped_channels, planes=faces.planes), self.recipe.upsample,
-                                        colour).to(self.device)
-        try:
-            self.masking.output_size(image_size if image_size is not None else (h, w))
-        except ValueError as e:
-            raise ValueError(f"{e}; {faces.source!r} has {h}x{w} faces: pass image_size=<a size that fits> (e.g. 64 "
-                             "or 112) to resize them") from None
-        train_idx, test_idx = split_per_identity(faces.labels, test_fraction, split_seed)
-        if len(train_idx) < self.batch_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} exceeds the {len(train_idx)} training images of {faces.source!r}: "
-                f"accepted batch_size <= {len(train_idx)}"
-            )
-        if len(test_idx) == 0:
-            raise ValueError(f"{faces.source!r} has no identity with 2+ images: nothing to evaluate accuracy on")
-        freq = self._precompute(faces, image_size)
-        self._image_size = image_size if image_size is not None else (h, w)
-        labels = torch.from_numpy(faces.labels).to(self.device)
-        self._train_x, self._train_y = freq[train_idx], labels[train_idx]
-        self._test_x, self._test_y = freq[test_idx], labels[test_idx]
-        self.train_indices, self.test_indices = train_idx, test_idx
+        if faces is not None:
+            masking = FrequencyMasking(ChannelMask(dropped_channels, planes=faces.planes), self.recipe.upsample, colour)
+            data = prepare_faces(faces, masking, self.recipe.image_size, test_fraction, split_seed, self.batch_size,
+                                 storage, self.device)
+        self._use(data, split_seed)  # type: ignore[arg-type]
         self.recalibrate_norms = bool(recalibrate_norms)
-        self._calib_x = self._train_x[torch.from_numpy(calibration_subset(len(train_idx), split_seed)).to(self.device)]
-        counts = torch.bincount(self._train_y, minlength=self.num_classes).float()
-        self._class_frequency = counts / counts.max()
-        self._in_mean, self._in_std = _channel_stats(self._train_x)
-        r = self.recipe
-        self.fr_config = r.fr_config(freq.shape[1:], self.num_classes)
-        FRTrainer(self.fr_config, "cpu")  # fail now, not at reset, on a bad model configuration
-
-        k_count, n = len(self.k_values), self.batch_size
-        self.action_space: spaces.Space[Any]
-        if action_mode == "batch_discrete":
-            self.action_space = spaces.Discrete(k_count)
-        elif action_mode == "sample_discrete":
-            self.action_space = spaces.MultiDiscrete(np.full(n, k_count, dtype=np.int64))
-        else:
-            size = (1 if action_mode == "batch_continuous" else n) * (2 if self.control_alpha else 1)
-            self.action_space = spaces.Box(-1.0, 1.0, shape=(size,), dtype=np.float32)
-        obs_size = len(GLOBAL_FEATURES) + n * len(SAMPLE_FEATURES)
+        self.fr_config = fr_config if fr_config is not None else self.recipe.fr_config(self._train_x.shape[1:],
+                                                                                         self.num_classes)
+        self._check_fr_config(self.fr_config)
+        self.action_space: spaces.Space[Any] = self.codec.space
+        obs_size = len(GLOBAL_FEATURES) + self.batch_size * len(SAMPLE_FEATURES)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(obs_size,), dtype=np.float32)
         self._loss_scale = math.log(self.num_classes)
-        self._k_table = torch.tensor(self.k_values, dtype=torch.long)
         self.trainer: FRTrainer | None = None
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -358,14 +309,55 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             )
         return ks
 
-    def _precompute(self, faces: FaceData, image_size: int | None, chunk: int = 512) -> torch.Tensor:
-        """Masked frequency channels of the whole data set, computed once."""
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(faces.images), chunk):
-                x = images_to_tensor(faces.images[i : i + chunk], image_size).to(self.device)
-                out.append(self.masking(x).to(self._storage))
-        return torch.cat(out)
+    @staticmethod
+    def _check_schedule(episode_steps: int, eval_every: int, dirichlet_alpha: float,
+                        alpha_range: tuple[float, float]) -> tuple[float, float]:
+        for name, value in (("episode_steps", episode_steps), ("eval_every", eval_every)):
+            if int(value) < 1:
+                raise ValueError(f"{name}={value} is invalid: accepted a positive integer")
+        if not dirichlet_alpha > 0:
+            raise ValueError(f"dirichlet_alpha={dirichlet_alpha} is invalid: accepted a positive number")
+        lo, hi = (float(a) for a in alpha_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"alpha_range={tuple(alpha_range)} is invalid: accepted (low, high) with 0 < low <= high")
+        return lo, hi
+
+    @staticmethod
+    def _check_device(device: str | torch.device) -> torch.device:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device={device!r} is invalid: accepted a torch device such as 'cpu', 'cuda' or "
+                             "'cuda:1'") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}: torch sees no CUDA device on this machine; use device='cpu'")
+        return dev
+
+    def _use(self, data: PreparedFaces, split_seed: int) -> None:
+        """Take a prepared data set (on this env's device, with at least a batch of training faces)."""
+        if data.device.type != self.device.type:
+            raise ValueError(f"the prepared faces live on {data.device}, the env on {self.device}: prepare them on "
+                             "the env's device")
+        if len(data.train_y) < self.batch_size:
+            raise ValueError(f"batch_size={self.batch_size} exceeds the {len(data.train_y)} training images of "
+                             f"{data.source!r}: accepted batch_size <= {len(data.train_y)}")
+        self.data = data
+        self.data_source, self.num_classes, self._class_names = data.source, data.num_classes, data.class_names
+        self.masking, self._image_size, self._storage = data.masking, data.image_size, data.train_x.dtype
+        self._train_x, self._train_y, self._test_x, self._test_y = data.train_x, data.train_y, data.test_x, data.test_y
+        self.train_indices, self.test_indices, self._calib_x = data.train_indices, data.test_indices, data.calib_x
+        counts = torch.bincount(self._train_y, minlength=self.num_classes).float()
+        self._class_frequency = counts / counts.max()
+        self._in_mean, self._in_std = _channel_stats(self._train_x)
+
+    def _check_fr_config(self, config: FRConfig) -> None:
+        """Refuse a model that does not read the prepared channels; build one now, not at reset."""
+        shape = tuple(self._train_x.shape[1:])
+        if (config.in_channels, *config.input_size) != shape or config.num_classes != self.num_classes:
+            raise ValueError(f"fr_config reads ({config.in_channels}, {config.input_size[0]}, {config.input_size[1]}) "
+                             f"inputs of {config.num_classes} identities; the prepared faces are {shape} of "
+                             f"{self.num_classes}")
+        FRTrainer(config, "cpu")  # a bad model configuration fails here
 
     # ------------------------------------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -557,69 +549,20 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     # ------------------------------------------------------------------------------------------- actions
     def decode_action(self, action: Any) -> tuple[np.ndarray, float | np.ndarray]:
-        """Check an action and turn it into ``(k per sample (N,), alpha)`` (alpha: a float, or ``(N,)``).
+        """Check an action and turn it into ``(k per sample (N,), alpha)`` (alpha: a float, or ``(N,)``): see
+        :meth:`mixup_env.actions.ActionCodec.decode`.
 
         :raises ValueError: the action is not in the action space; the message says what is accepted.
         """
-        n, k_count = self.batch_size, len(self.k_values)
-        a = np.asarray(action)
-        if self.action_mode.endswith("discrete"):
-            expected = "an integer in" if self.action_mode == "batch_discrete" else f"{n} integers, each in"
-            want_size = 1 if self.action_mode == "batch_discrete" else n
-            ok = a.size == want_size and np.issubdtype(a.dtype, np.integer) and bool(((a >= 0) & (a < k_count)).all())
-            if not ok:
-                raise ValueError(
-                    f"action {action!r} is outside the action space {self.action_space}: expected {expected} "
-                    f"0..{k_count - 1}, the index of k in k_values={self.k_values}"
-                )
-            idx = np.broadcast_to(a.reshape(-1), (n,)).astype(np.int64)
-            return np.asarray(self.k_values, dtype=np.int64)[idx], self.dirichlet_alpha
-        shape = self.action_space.shape
-        ok = np.issubdtype(a.dtype, np.number) and a.size == int(np.prod(shape)) and bool(np.isfinite(a).all())
-        if not ok or bool((np.abs(a) > 1.0 + 1e-6).any()):
-            raise ValueError(
-                f"action {action!r} is outside the action space {self.action_space}: expected {shape[0]} finite "
-                f"values in [-1, 1]" + (" (k values, then alpha values)" if self.control_alpha else "")
-            )
-        a = np.clip(a.reshape(-1).astype(np.float64), -1.0, 1.0)
-        half = a.size // 2 if self.control_alpha else a.size
-        idx = np.rint((a[:half] + 1.0) / 2.0 * (k_count - 1)).astype(np.int64)
-        k = np.asarray(self.k_values, dtype=np.int64)[np.broadcast_to(idx, (n,))]
-        if not self.control_alpha:
-            return k, self.dirichlet_alpha
-        lo, hi = np.log(self.alpha_range[0]), np.log(self.alpha_range[1])
-        alpha = np.exp(lo + (a[half:] + 1.0) / 2.0 * (hi - lo))
-        return k, (float(alpha[0]) if self.action_mode == "batch_continuous" else alpha)
+        return self.codec.decode(action)
 
     def action_for_k(self, k: int | Sequence[int], alpha: float | None = None) -> Any:
-        """Encode a k (or one k per sample) as an action of this env's mode.
+        """Encode a k (or one k per sample) as an action of this env's mode (:meth:`~mixup_env.actions.ActionCodec.encode`).
 
         :param k: a member of ``k_values``, or ``batch_size`` of them (per-sample modes only).
         :param alpha: the concentration to request (``control_alpha`` envs; default ``dirichlet_alpha``).
         """
-        ks = np.atleast_1d(np.asarray(k))
-        per_sample = self.action_mode.startswith("sample")
-        if ks.size not in ((1, self.batch_size) if per_sample else (1,)):
-            raise ValueError(f"give one k{f' or {self.batch_size}' if per_sample else ''} for mode {self.action_mode!r}, got {ks.size}")
-        missing = sorted({int(v) for v in ks.tolist()} - set(self.k_values))
-        if missing:
-            raise ValueError(f"k {missing} not in k_values={self.k_values}")
-        lookup = {kv: i for i, kv in enumerate(self.k_values)}
-        idx = np.array([lookup[int(v)] for v in ks.tolist()], dtype=np.int64)
-        if per_sample:
-            idx = np.broadcast_to(idx, (self.batch_size,)).copy()
-        if self.action_mode == "batch_discrete":
-            return np.int64(idx[0])
-        if self.action_mode == "sample_discrete":
-            return idx
-        k_count = len(self.k_values)
-        a = (idx / (k_count - 1) * 2.0 - 1.0) if k_count > 1 else np.zeros(idx.shape)
-        if self.control_alpha:
-            lo, hi = np.log(self.alpha_range[0]), np.log(self.alpha_range[1])
-            target = np.log(self.dirichlet_alpha if alpha is None else alpha)
-            pos = 0.0 if hi == lo else float(np.clip((target - lo) / (hi - lo) * 2.0 - 1.0, -1.0, 1.0))
-            a = np.concatenate([a, np.full(a.shape, pos)])
-        return a.astype(np.float32)
+        return self.codec.encode(k, alpha)
 
     # ------------------------------------------------------------------------------------------- helpers
     def _draw_batch(self) -> None:
