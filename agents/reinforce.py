@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fr_models.trainer import atomic_torch_save, load_checkpoint
+from fr_models.trainer import atomic_torch_save, load_checkpoint, seeded
 from mixup_env import GLOBAL_FEATURES, SAMPLE_FEATURES, FrequencyMixupEnv, split_observation
 
 __all__ = ["Reinforce", "StrategyNetwork"]
@@ -101,8 +101,7 @@ class Reinforce:
                        "per_sample_reward": self.per_sample_reward}
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0 if seed is None else int(seed))
+        with seeded(0 if seed is None else int(seed)):
             self.policy = StrategyNetwork(len(base.k_values), hidden).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=learning_rate)
         self.baseline_momentum = float(baseline_momentum)

@@ -6,7 +6,8 @@ import math
 import os
 import pickle
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 
 from fr_models.backbones import make_backbone
 from fr_models.card import ModelCard
+from fr_models.evaluation import identification_accuracy
 from fr_models.heads import ClassifierHead, make_head
 
 __all__ = ["LR_SCHEDULES", "CheckpointError", "FRConfig", "FRTrainer", "atomic_torch_save", "atomic_write",
@@ -38,6 +40,24 @@ def lr_factor(schedule: str, update: int, total: int | None, warmup: float) -> f
         return (update + 1) / w
     t = min(1.0, (update - w) / max(1, total - w))
     return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Draw from torch's global generator seeded with ``seed`` inside the block (a module's initialisation), and
+    leave the caller's generator as it was (``None``: the caller's own draws, still forked).
+
+    >>> with seeded(0):
+    ...     a = torch.rand(2)
+    >>> with seeded(0):
+    ...     b = torch.rand(2)
+    >>> torch.equal(a, b)
+    True
+    """
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        yield
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
@@ -192,9 +212,7 @@ class FRTrainer:
     def __init__(self, config: FRConfig, device: str | torch.device = "cpu", seed: int | None = None) -> None:
         self.config = config
         self.device = torch.device(device)
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed):
             self.backbone = make_backbone(
                 config.backbone, config.in_channels, config.input_size, config.embedding_dim, config.widths,
                 config.norm, config.blocks, config.stem, config.upsample, config.dropout,
@@ -326,18 +344,23 @@ class FRTrainer:
         return {"loss": loss, "confidence": true, "margin": true - other}
 
     @torch.no_grad()
-    def predict(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Closed-set identification: the class with the largest logit, ``(N,)``."""
+    def logits(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Class scores ``(N, num_classes)`` of clean inputs (eval mode)."""
         self.backbone.eval()
         self.head.eval()
-        out = [self.head.logits(self.backbone(inputs[i : i + batch_size])).argmax(1) for i in range(0, len(inputs), batch_size)]
-        return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=inputs.device)
+        out = [self.head.logits(self.backbone(inputs[i : i + batch_size])) for i in range(0, len(inputs), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.config.num_classes, device=inputs.device)
+
+    def predict(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Closed-set identification: the class with the largest logit, ``(N,)``."""
+        return self.logits(inputs, batch_size).argmax(1)
 
     def accuracy(self, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
-        """Top-1 identification accuracy on clean held-out images of the training identities."""
+        """Top-1 identification accuracy on clean held-out images of the training identities
+        (:func:`fr_models.evaluation.identification_accuracy`)."""
         if len(inputs) == 0:
             raise ValueError("cannot evaluate accuracy on an empty set")
-        return float((self.predict(inputs, batch_size) == labels.to(self.device)).float().mean())
+        return identification_accuracy(self.logits(inputs, batch_size).cpu(), labels.cpu(), (1,))["top1"]
 
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimiser state and configuration (plain values: loads with ``weights_only=True``)."""

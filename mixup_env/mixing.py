@@ -135,7 +135,7 @@ def mix_batch(
         raise ValueError(f"labels must have shape ({n},) or ({n}, {num_classes}), got {tuple(labels.shape)}")
     matrix, partners, weights = _mix_matrix(n, kt, alpha, generator, inputs.dtype)
     matrix = matrix.to(inputs.device)
-    mixed = (matrix @ inputs.reshape(n, -1)).reshape(inputs.shape)
+    mixed = _apply(matrix, inputs)
     soft = matrix @ targets
     return MixResult(inputs=mixed, soft_labels=soft, partners=partners, weights=weights, k=kt)
 
@@ -156,7 +156,18 @@ def mix_inputs(
         raise ValueError("cannot mix an empty batch")
     kt = _as_k(k, n, generator.device if generator is not None else inputs.device)
     matrix, partners, weights = _mix_matrix(n, kt, alpha, generator, inputs.dtype)
-    return (matrix.to(inputs.device) @ inputs.reshape(n, -1)).reshape(inputs.shape), partners, weights
+    return _apply(matrix.to(inputs.device), inputs), partners, weights
+
+
+def _apply(matrix: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """``matrix @ inputs`` over the batch dimension, in the inputs' memory layout: a channels-last batch (the
+    frequency maps the backbones read) is multiplied as the ``(N, h * w * C)`` view it is, not copied to
+    ``(N, C * h * w)`` first (a copy that cost as much as the product)."""
+    n = inputs.shape[0]
+    if inputs.ndim == 4 and not inputs.is_contiguous() and inputs.is_contiguous(memory_format=torch.channels_last):
+        nhwc = inputs.permute(0, 2, 3, 1)
+        return (matrix @ nhwc.reshape(n, -1)).reshape(nhwc.shape).permute(0, 3, 1, 2)
+    return (matrix @ inputs.reshape(n, -1)).reshape(inputs.shape)
 
 
 def _mix_matrix(

@@ -66,7 +66,7 @@ from privacy.attacks import (
     train_unmixer,
     unmix,
 )
-from privacy.attacks._loop import MIN_UPDATES
+from privacy.attacks._loop import MIN_UPDATES, Schedule
 from privacy.report import plot_reconstruction_grid
 
 __all__ = ["DEFAULT_ATTACKS", "AttackBudget", "data_level_k", "data_level_weights", "evaluate_privacy",
@@ -186,8 +186,9 @@ def _evaluator(path: Path, x: torch.Tensor, y: torch.Tensor, names: list[str], b
         print(f"evaluator: reused {path} (held-out top-1 {evaluator.val_accuracy:.3f})")
         return evaluator
     t0 = time.perf_counter()
-    evaluator = train_evaluator(x, y, names, epochs=budget.evaluator_epochs, seed=seed, device=device,
-                                progress=progress, min_updates=budget.judge_updates)
+    evaluator = train_evaluator(x, y, names, schedule=Schedule(budget.evaluator_epochs, batch_size=128, seed=seed,
+                                                               device=device, progress=progress,
+                                                               min_updates=budget.judge_updates))
     evaluator.save(path)
     print(f"evaluator: trained in {time.perf_counter() - t0:.0f} s, held-out top-1 {evaluator.val_accuracy:.3f}")
     return evaluator
@@ -204,8 +205,8 @@ def _vae_prior(path: Path, x_pub: torch.Tensor, public_names: list[str], budget:
             return prior
         print(f"VAE prior: {path} was fitted to other public faces; training a new one")
     t0 = time.perf_counter()
-    prior = fit_vae(x_pub, epochs=budget.prior_epochs, seed=seed, device=device, progress=progress,
-                    min_updates=budget.judge_updates)
+    prior = fit_vae(x_pub, schedule=Schedule(budget.prior_epochs, seed=seed, device=device, progress=progress,
+                                             min_updates=budget.judge_updates))
     prior.save(path, list(public_names))
     print(f"VAE prior: trained in {time.perf_counter() - t0:.0f} s, saved {path}")
     return prior
@@ -230,6 +231,11 @@ class _Attacker:
     def __post_init__(self) -> None:
         self._priors: dict[str, Any] = {}
 
+    def schedule(self, epochs: int) -> Schedule:
+        """An attack network's schedule: ``epochs`` passes, at least the budget's ``min_updates``."""
+        return Schedule(epochs, seed=self.seed, device=self.device, progress=self.progress,
+                        min_updates=self.budget.min_updates)
+
     def prior(self, kind: str) -> Any:
         """The image prior of a white-box attack, fitted once for every attack that uses it."""
         if kind == "pixels":
@@ -252,8 +258,7 @@ class _Attacker:
                          "target_confidence": float(res.target_confidence.mean())}
         if attack.startswith("blackbox"):
             oracle = BlackBoxOracle(self.target, "probabilities" if attack == "blackbox_scores" else "embedding")
-            dec = train_output_decoder(oracle, self.x_pub, epochs=b.decoder_epochs, views_per_image=4, seed=self.seed,
-                                       device=self.device, progress=self.progress, min_updates=b.min_updates)
+            dec = train_output_decoder(oracle, self.x_pub, views_per_image=4, schedule=self.schedule(b.decoder_epochs))
             res = (invert_class_vectors(dec, self.classes, self.target.num_classes) if attack == "blackbox_scores"
                    else invert_mean_outputs(dec, oracle(self.x_judged), self.y_judged))
             return res, {"threat_model": "black-box", **res.info, "queries": oracle.queries}
@@ -264,8 +269,7 @@ class _Attacker:
         weights = data_level_weights(card, ks) if b.mix_k is None else None
         mix = defence_mix(ks, weights)
         transform = self.target.transform  # the white-box transform the model carries
-        unmixer = train_unmixer(self.x_pub, transform, mix, epochs=b.unmix_epochs, seed=self.seed, device=self.device,
-                                progress=self.progress, min_updates=b.min_updates)
+        unmixer = train_unmixer(self.x_pub, transform, mix, schedule=self.schedule(b.unmix_epochs))
         observed, dominant, weight = observe_mixes(self.x_judged.to(self.device), transform, mix, seed=self.seed + 1)
         res = unmix(unmixer, observed, self.y_judged[dominant.cpu()])
         return res, {"threat_model": "data-level", "k_values": ks, "k_weights": weights,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from fr_models import FRConfig, FRTrainer
 from fr_models.card import ModelCard
+from privacy.attacks._loop import Schedule
 from privacy.attacks import (
     BlackBoxOracle,
     TargetModel,
@@ -118,7 +119,7 @@ def test_invert_with_priors_stays_in_their_image_space(faces) -> None:
     with torch.no_grad():
         best = torch.log_softmax(target(cand), 1)[:, 2].topk(3).indices
     assert torch.allclose(starts[3:], eig.encode(cand[best]), atol=1e-4)
-    vae = fit_vae(x[:40], latent_dim=8, epochs=2, batch_size=16, min_updates=1)
+    vae = fit_vae(x[:40], latent_dim=8, schedule=Schedule(2, batch_size=16, min_updates=1))
     assert vae.decode(torch.zeros(1, 8)).shape == (1, 1, 32, 32)
     res = invert(target, [1], vae, restarts=2, steps=5, views=2)
     assert res.images.shape == (1, 1, 32, 32) and 0 <= float(res.target_confidence) <= 1
@@ -131,7 +132,7 @@ def test_blackbox_decoders_and_oracle(faces) -> None:
     out = scores(x[:5])
     assert out.shape == (5, 6) and torch.allclose(out.sum(1), torch.ones(5)) and not out.requires_grad
     assert scores.queries == 5
-    dec = train_output_decoder(scores, x[:20], epochs=1, views_per_image=2, min_updates=1)
+    dec = train_output_decoder(scores, x[:20], views_per_image=2, schedule=Schedule(1, min_updates=1))
     assert scores.queries == 5 + 40
     assert 1 / 6 <= float(dec.typical_top1) <= 1  # a top-1 score of the public outputs
     single = dec.prepare(out, keep=torch.ones(5, dtype=torch.long))
@@ -139,7 +140,7 @@ def test_blackbox_decoders_and_oracle(faces) -> None:
     res = invert_class_vectors(dec, [0, 4], 6)
     assert res.images.shape == (2, 1, 32, 32)
     emb = BlackBoxOracle(target, "embedding")
-    dec_e = train_output_decoder(emb, x[:20], epochs=1, views_per_image=1, min_updates=1)
+    dec_e = train_output_decoder(emb, x[:20], views_per_image=1, schedule=Schedule(1, min_updates=1))
     res = invert_mean_outputs(dec_e, emb(x[20:30]), y[20:30])
     assert torch.equal(res.classes, y[20:30].unique()) and len(res.images) == len(res.classes)
     with pytest.raises(ValueError, match="embeddings"):
@@ -164,7 +165,7 @@ def test_observed_mixes_and_their_dominant_faces(faces) -> None:
     assert torch.allclose(obs, masking(x[dom]), atol=1e-6)  # k = 1: each observation is its own face, masked
     obs, dom, w = observe_mixes(x[:32], masking, _mix(4), batch_size=8, rounds=2)
     assert len(obs) == 64 and (w >= 0.25 - 1e-6).all() and (w <= 1).all()  # the largest of 4 weights is >= 1/4
-    unmixer = train_unmixer(x[32:], masking, _mix(4), epochs=1, batch_size=8, min_updates=1)
+    unmixer = train_unmixer(x[32:], masking, _mix(4), schedule=Schedule(1, batch_size=8, min_updates=1))
     res = unmix(unmixer, obs, dom % 8)
     assert res.images.shape == (64, 1, 32, 32) and res.images.min() >= 0 and res.images.max() <= 1
 
@@ -205,7 +206,8 @@ def test_random_augment_is_seeded_and_differentiable() -> None:
 
 def test_evaluator_and_attack_metrics(faces) -> None:
     x, y = faces
-    ev = train_evaluator(x, y, [f"s{i}" for i in range(8)], epochs=80, batch_size=32, holdout=0.25, min_updates=1)
+    ev = train_evaluator(x, y, [f"s{i}" for i in range(8)], holdout=0.25,
+                         schedule=Schedule(80, batch_size=32, min_updates=1))
     assert ev.class_names == [f"s{i}" for i in range(8)] and ev.num_classes == 8
     assert ev.val_accuracy > 0.5  # synthetic identities are easy; chance is 0.125
     # The private images themselves as "reconstructions": each is its own nearest neighbour.

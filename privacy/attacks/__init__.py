@@ -8,6 +8,7 @@ both) and black-box (queries only). Attacks: white-box inversion with and withou
 trained model (``examples/evaluate_privacy.py`` is its command line).
 """
 
+from privacy.attacks._loop import MIN_UPDATES, Schedule
 from privacy.attacks.augment import random_augment
 from privacy.attacks.blackbox import OutputDecoder, invert_class_vectors, invert_mean_outputs, train_output_decoder
 from privacy.attacks.datalevel import MixFunction, Unmixer, defence_mix, observe_mixes, train_unmixer, unmix
@@ -24,6 +25,8 @@ ATTACKS: tuple[str, ...] = (
 
 __all__ = [
     "ATTACKS",
+    "MIN_UPDATES",
+    "Schedule",
     "BLACK_BOX",
     "THREAT_MODELS",
     "WHITE_BOX",

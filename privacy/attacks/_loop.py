@@ -1,10 +1,11 @@
-"""What the attack networks (evaluator, VAE prior, black-box decoder, unmixer) share: the training schedule, the
-update step, freezing, and loading their tagged checkpoints."""
+"""What the attack networks (evaluator, VAE prior, black-box decoder, unmixer) share: the training schedule
+(:class:`Schedule`), the update step, freezing, and loading their tagged checkpoints."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,6 +17,43 @@ from fr_models.trainer import load_checkpoint
 #: Fewest updates any of them gets: AT&T gives an attacker 120 public faces, i.e. 2 batches per epoch, and a
 #: network trained for "60 epochs" of those would have seen 120 updates.
 MIN_UPDATES = 600
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How an attack network trains.
+
+    :param epochs: passes over its data (at least ``min_updates`` updates).
+    :param batch_size: items per update.
+    :param lr: peak learning rate.
+    :param seed: seed of the initialisation, the order and the random views.
+    :param device: where to train.
+    :param progress: show a progress bar.
+    :param min_updates: fewest updates, however few the faces.
+    """
+
+    epochs: int
+    batch_size: int = 64
+    lr: float = 2e-3
+    seed: int = 0
+    device: str | torch.device = "cpu"
+    progress: bool = False
+    min_updates: int = MIN_UPDATES
+
+    def updates(self, n: int, batch_size: int | None = None) -> int:
+        """How many updates on ``n`` items (:func:`total_updates`; ``batch_size``: the trainer's effective one)."""
+        return total_updates(n, self.batch_size if batch_size is None else batch_size, self.epochs, self.min_updates)
+
+    def batches(self, n: int, generator: torch.Generator, desc: str,
+                batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        """:func:`minibatches` of ``n`` items under this schedule."""
+        return minibatches(n, self.batch_size if batch_size is None else batch_size, self.epochs, generator, desc,
+                           self.progress, self.min_updates)
+
+    def adam(self, params: Any, n: int, batch_size: int | None = None) -> tuple[torch.optim.Optimizer, Any]:
+        """Adam at :attr:`lr` with a cosine decay over :meth:`updates`."""
+        opt = torch.optim.Adam(params, lr=self.lr)
+        return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.updates(n, batch_size))
 
 
 def total_updates(n: int, batch_size: int, epochs: int, min_updates: int = MIN_UPDATES) -> int:

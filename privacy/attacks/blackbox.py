@@ -23,7 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from privacy.attacks._loop import MIN_UPDATES, freeze, minibatches, total_updates, update
+from fr_models.trainer import seeded
+from privacy.attacks._loop import Schedule, freeze, update
 from privacy.attacks.augment import random_augment
 from privacy.attacks.priors import ConvDecoder
 from privacy.attacks.target import BlackBoxOracle
@@ -68,48 +69,36 @@ class OutputDecoder(torch.nn.Module):
 def train_output_decoder(
     oracle: BlackBoxOracle,
     public_images: torch.Tensor,
-    epochs: int = 20,
     views_per_image: int = 4,
     top_m: int = 5,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    min_updates: int = MIN_UPDATES,
+    schedule: Schedule = Schedule(20),
 ) -> OutputDecoder:
     """Query the oracle on public faces and random views of them, and fit a decoder from outputs to faces.
 
     :param oracle: the black-box model (``views_per_image * N`` queries).
     :param public_images: ``(N, C, H, W)`` public faces in ``[0, 1]``.
-    :param epochs: passes over the queried views (at least :data:`~privacy.attacks._loop.MIN_UPDATES` updates).
     :param views_per_image: views of each public face submitted (the first is the face itself).
     :param top_m: most score entries kept (see :class:`OutputDecoder`).
-    :param batch_size: views per update.
-    :param lr: Adam learning rate (cosine decay).
-    :param seed: seed of the views, the order and the initialisation.
-    :param device: where to train.
-    :param progress: show a progress bar.
-    :param min_updates: fewest updates, however few the faces.
+    :param schedule: epochs, batch size, learning rate, seed, device, progress and fewest updates
+        (:class:`~privacy.attacks._loop.Schedule`; at least ``min_updates`` updates).
     """
     if public_images.ndim != 4 or len(public_images) < 2:
         raise ValueError(f"need at least 2 public faces (N, C, H, W), got {tuple(public_images.shape)}")
     if tuple(public_images.shape[-2:]) != oracle.image_size:
         raise ValueError(f"public faces are {tuple(public_images.shape[-2:])}, the model reads {oracle.image_size}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(schedule.seed)
     views = [public_images] + [random_augment(public_images, gen) for _ in range(max(0, views_per_image - 1))]
     x = torch.cat(views)
     y = oracle(x).cpu()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = OutputDecoder(oracle.output, y.shape[1], x.shape[1], oracle.image_size, top_m).to(device)
+    with seeded(schedule.seed):
+        model = OutputDecoder(oracle.output, y.shape[1], x.shape[1], oracle.image_size, top_m).to(schedule.device)
     if oracle.output == "probabilities":
         model.typical_top1.fill_(float(y.max(1).values.median()))
+    device = schedule.device
     x, y = x.to(device), y.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_updates(len(x), batch_size, epochs, min_updates))
+    opt, sched = schedule.adam(model.parameters(), len(x))
     model.train()
-    for idx in minibatches(len(x), batch_size, epochs, gen, "black-box decoder", progress, min_updates):
+    for idx in schedule.batches(len(x), gen, "black-box decoder"):
         idx = idx.to(device)
         keep = torch.randint(1, model.top_m + 1, (len(idx),), generator=gen).to(device)
         update(opt, sched, F.mse_loss(model(y[idx], keep), x[idx]))

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fr_models.backbones import INPUT_CLIP, conv_bn
+from fr_models.trainer import seeded
 from mixup_env.mixing import mix_inputs
-from privacy.attacks._loop import MIN_UPDATES, freeze, minibatches, total_updates, update
+from privacy.attacks._loop import Schedule, freeze, update
 from privacy.attacks.augment import random_augment
 from privacy.attacks.whitebox import InversionResult
 
@@ -116,47 +117,33 @@ def train_unmixer(
     public_images: torch.Tensor,
     transform: nn.Module,
     mix: MixFunction,
-    epochs: int = 60,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    min_updates: int = MIN_UPDATES,
+    schedule: Schedule = Schedule(60),
 ) -> Unmixer:
     """Train an :class:`Unmixer` on fresh simulated mixes of random views of the public faces.
 
     :param public_images: ``(N, C, H, W)`` public faces in ``[0, 1]``.
     :param transform: the defence's image -> masked channels transform.
     :param mix: the defence's mixing scheme (the same ``k`` and weights as the defended training).
-    :param epochs: passes over the public faces, every pass with new views and new mixes (at least
-        :data:`~privacy.attacks._loop.MIN_UPDATES` updates).
-    :param batch_size: faces per simulated batch (at least 2).
-    :param lr: Adam learning rate (cosine decay).
-    :param seed: seed of everything random.
-    :param device: where to train.
-    :param progress: show a progress bar.
-    :param min_updates: fewest updates, however few the faces.
+    :param schedule: epochs, batch size, learning rate, seed, device, progress and fewest updates
+        (:class:`~privacy.attacks._loop.Schedule`; at least ``min_updates`` updates).
     """
     if public_images.ndim != 4 or len(public_images) < 2:
         raise ValueError(f"need at least 2 public faces (N, C, H, W), got {tuple(public_images.shape)}")
-    x = public_images.to(device)
-    transform = transform.to(device)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
+    x = public_images.to(schedule.device)
+    transform = transform.to(schedule.device)
+    gen = torch.Generator(device=x.device).manual_seed(schedule.seed)
     with torch.no_grad():
         probe = transform(x[: min(len(x), 512)])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(schedule.seed):
         # image pixels per map position: 8 without upsampling, 8 / f for faces upsampled by f before the DCT
         block = max(1, x.shape[-1] // probe.shape[-1])
-        net = Unmixer(probe.shape[1], x.shape[1], block=block).to(device)
+        net = Unmixer(probe.shape[1], x.shape[1], block=block).to(schedule.device)
     net.in_mean.copy_(probe.mean(dim=(0, 2, 3)))
     net.in_std.copy_(probe.std(dim=(0, 2, 3)).clamp_min(1e-6))
-    bs = max(2, min(int(batch_size), len(x)))
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_updates(len(x), bs, epochs, min_updates))
+    bs = max(2, min(int(schedule.batch_size), len(x)))  # a mix needs two faces
+    opt, sched = schedule.adam(net.parameters(), len(x), bs)
     net.train()
-    for idx in minibatches(len(x), bs, epochs, torch.Generator().manual_seed(seed), "data-level unmixer", progress, min_updates):
+    for idx in schedule.batches(len(x), torch.Generator().manual_seed(schedule.seed), "data-level unmixer", bs):
         faces = random_augment(x[idx.to(x.device)], gen, rotate_deg=3.0)
         with torch.no_grad():
             mixed, partners, weights = mix(transform(faces), gen)

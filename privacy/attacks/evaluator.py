@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from privacy.attacks._loop import MIN_UPDATES, load_tagged, total_updates, update
+from fr_models.trainer import atomic_torch_save, seeded
+from privacy.attacks._loop import Schedule, load_tagged, update
 from privacy.attacks.augment import random_augment
 from privacy.attacks.metrics import psnr, ssim
-from fr_models.trainer import atomic_torch_save
 
 __all__ = ["EvaluationClassifier", "EvaluatorNet", "attack_metrics", "privacy_score", "train_evaluator"]
 
@@ -146,15 +146,9 @@ def train_evaluator(
     images: torch.Tensor,
     labels: torch.Tensor,
     class_names: list[str] | None = None,
-    epochs: int = 40,
-    batch_size: int = 128,
-    lr: float = 2e-3,
     holdout: float = 0.1,
     widths: tuple[int, ...] = (16, 32, 64, 128, 128),
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    min_updates: int = MIN_UPDATES,
+    schedule: Schedule = Schedule(40, batch_size=128),
 ) -> EvaluationClassifier:
     """Train the evaluation classifier on the private images.
 
@@ -165,16 +159,11 @@ def train_evaluator(
     :param images: ``(N, C, H, W)`` private images in ``[0, 1]``.
     :param labels: ``(N,)`` private identities ``0..C-1``.
     :param class_names: names of the identities (for reports).
-    :param epochs: passes (of ``N`` draws each; at least :data:`~privacy.attacks._loop.MIN_UPDATES` updates).
-    :param batch_size: images per update.
-    :param lr: peak learning rate.
     :param holdout: fraction of each identity's images held out to measure :attr:`EvaluationClassifier.val_accuracy`
         (``0``: train on all of them).
     :param widths: network widths (see :class:`EvaluatorNet`).
-    :param seed: seed of the initialisation, order and views.
-    :param device: where to train.
-    :param progress: show a progress bar.
-    :param min_updates: fewest updates, however few the faces.
+    :param schedule: passes (of ``N`` draws each), images per update, the peak learning rate, the seed of the
+        initialisation, order and views, the device, progress and the fewest updates.
     """
     labels = torch.as_tensor(labels).long().cpu()
     if images.ndim != 4 or len(images) != len(labels):
@@ -185,20 +174,20 @@ def train_evaluator(
     from fr_models.data import split_per_identity
 
     if holdout > 0:
-        train_idx, val_idx = split_per_identity(labels.numpy(), holdout, seed)
+        train_idx, val_idx = split_per_identity(labels.numpy(), holdout, schedule.seed)
     else:
         train_idx, val_idx = np.arange(len(labels)), np.empty(0, dtype=np.int64)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    device, batch_size = schedule.device, schedule.batch_size
+    gen = torch.Generator().manual_seed(schedule.seed)
+    with seeded(schedule.seed):
         net = EvaluatorNet(images.shape[1], num_classes, widths).to(device)
     x, y = images[train_idx].to(device), labels[train_idx].to(device)
     weights = 1.0 / torch.bincount(y, minlength=num_classes).float()[y].cpu()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
-    updates = total_updates(len(x), batch_size, epochs, min_updates)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=updates, pct_start=0.15)
+    opt = torch.optim.AdamW(net.parameters(), lr=schedule.lr, weight_decay=5e-4)
+    updates = schedule.updates(len(x))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, schedule.lr, total_steps=updates, pct_start=0.15)
     net.train()
-    for _ in tqdm(range(updates), desc="evaluator", unit="update", disable=not progress):
+    for _ in tqdm(range(updates), desc="evaluator", unit="update", disable=not schedule.progress):
         idx = torch.multinomial(weights, batch_size, replacement=True, generator=gen).to(device)
         views = random_augment(x[idx], gen if x.device.type == "cpu" else None)
         update(opt, sched, F.cross_entropy(net(views), y[idx], label_smoothing=0.1))

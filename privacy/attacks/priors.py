@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from privacy.attacks._loop import MIN_UPDATES, freeze, load_tagged, minibatches, total_updates, update
+from fr_models.trainer import atomic_torch_save, seeded
+from privacy.attacks._loop import Schedule, freeze, load_tagged, update
 from privacy.attacks.augment import random_augment
-from fr_models.trainer import atomic_torch_save
 
 __all__ = ["ConvDecoder", "ConvEncoder", "EigenfacePrior", "ImagePrior", "VAEPrior", "fit_eigenfaces", "fit_vae"]
 
@@ -196,14 +196,8 @@ class VAEPrior(ImagePrior):
 def fit_vae(
     images: torch.Tensor,
     latent_dim: int = 64,
-    epochs: int = 150,
-    batch_size: int = 64,
-    lr: float = 2e-3,
     beta: float = 0.05,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    min_updates: int = MIN_UPDATES,
+    schedule: Schedule = Schedule(150),
 ) -> VAEPrior:
     """Train a convolutional VAE on the public faces (with random views: shifts, zoom, mirror, brightness).
 
@@ -213,29 +207,23 @@ def fit_vae(
 
     :param images: ``(N, C, H, W)`` public faces in ``[0, 1]``, sides multiples of 16.
     :param latent_dim: size of the latent.
-    :param epochs: passes over the faces (at least :data:`~privacy.attacks._loop.MIN_UPDATES` updates).
-    :param batch_size: faces per update (at most ``N``).
-    :param lr: Adam learning rate (cosine decay to zero).
     :param beta: weight of the KL term.
-    :param seed: seed of the initialisation, order and views.
-    :param device: where to train.
-    :param progress: show a progress bar.
-    :param min_updates: fewest updates, however few the faces.
+    :param schedule: passes over the faces, faces per update (at most ``N``), the Adam learning rate (cosine decay
+        to zero), the seed of the initialisation, order and views, the device, progress and the fewest updates.
     """
     if images.ndim != 4 or len(images) < 2:
         raise ValueError(f"need at least 2 public faces (N, C, H, W), got {tuple(images.shape)}")
     size = (int(images.shape[2]), int(images.shape[3]))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    device = schedule.device
+    gen = torch.Generator().manual_seed(schedule.seed)
+    with seeded(schedule.seed):
         enc = ConvEncoder(images.shape[1], size, 2 * latent_dim).to(device)
         dec = ConvDecoder(latent_dim, images.shape[1], size).to(device)
     x = images.to(device)
-    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_updates(len(x), batch_size, epochs, min_updates))
+    opt, sched = schedule.adam([*enc.parameters(), *dec.parameters()], len(x))
     enc.train()
     dec.train()
-    for idx in minibatches(len(x), batch_size, epochs, gen, "VAE prior", progress, min_updates):
+    for idx in schedule.batches(len(x), gen, "VAE prior"):
         batch = random_augment(x[idx.to(device)], gen if x.device.type == "cpu" else None,
                                rotate_deg=3.0, contrast=0.05, brightness=0.05)
         mu, logvar = enc(batch).chunk(2, dim=1)
