@@ -171,7 +171,8 @@ def train_and_evaluate(spec: TrainingSpec) -> dict[str, Any]:
     venv = make_vec_env(spec.env_id, spec.n_envs, spec.seed, env_kwargs, spec.vec_env, spec.normalize, gamma)
     try:
         if spec.load is not None and spec.normalize and vecnormalize_path(spec.load).is_file():
-            venv = load_vec_normalize(vecnormalize_path(spec.load), venv.venv if isinstance(venv, VecNormalize) else venv)
+            base = venv.venv if isinstance(venv, VecNormalize) else venv
+            venv = load_vec_normalize(vecnormalize_path(spec.load), base)
         model = _agent(spec, venv)
         stats_cb = MixingStatsCallback()
         rollout = int(getattr(model, "n_steps", 1)) * int(model.n_envs)

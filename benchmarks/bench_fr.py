@@ -5,8 +5,8 @@ the identity split the defence grid uses, over seeds, in one resumable run.
     MIXUP_ENV_DATA=../shared/data python3 benchmarks/bench_fr.py --seeds 0 --datasets att_faces
     python3 benchmarks/bench_fr.py --report-only                                   # rewrite the docs from the cells
 
-Every model trains with :func:`privacy.defences.train_fr_model` (``examples/train_fr.py``'s) and the default recipe for real faces
-(:data:`fr_models.recipes.RECIPES` ``["real"]``) on the private identities of ``examples/reproduce.py``
+Every model trains with :func:`privacy.defences.train_fr_model` (``examples/train_fr.py``'s) and the default recipe
+for real faces (:data:`fr_models.recipes.RECIPES` ``["real"]``) on the private identities of ``examples/reproduce.py``
 (identity split seed 0; LFW: 100 private identities, AT&T: 28), with 20 % of each identity's images held out
 (split seed = the run's seed). Models: ``pixel`` (``--defence none``), ``mask`` (masked frequency channels, no
 mixing), ``fixed2`` / ``fixed6`` (masked, every training sample a mix of k faces). Reported per model, over seeds:

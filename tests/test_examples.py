@@ -1,5 +1,6 @@
-"""The privacy scripts of examples/ as a user runs them: thin command lines over privacy.* (their logic is tested
-in test_defences, test_privacy_evaluate and test_grid). Each runs as a subprocess: nothing imports a script."""
+"""The privacy scripts of examples/: their command lines (privacy.cli, in process), and each script run as a user
+runs it (a subprocess: nothing imports a script). Their logic is tested in test_defences, test_privacy_evaluate and
+test_grid."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from privacy import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
@@ -20,18 +23,26 @@ def script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedPro
                           text=True, timeout=timeout, cwd=ROOT, env=ENV)
 
 
-@pytest.mark.slow
-def test_scripts_refuse_bad_arguments_with_the_library_s_message():
-    for name, args, msg in (
-        ("train_fr", ["--defence", "policy"], "needs --policy"),
-        ("train_fr", ["--defence", "none", "--backbone", "grid"], "pixel backbone goes with --defence none"),
-        ("train_fr", ["--defence", "nls", "--smoothing", "0.1"], "smoothing must lie in (-1, 0)"),
-        ("evaluate_privacy", ["--model", "m.pt", "--steps", "0"], "--steps must be >= 1, got 0"),
-        ("evaluate_privacy", ["--model", "m.pt", "--judge-min-updates", "0"], "--judge-min-updates must be >= 1"),
-        ("reproduce", ["--datasets", "celeba"], "unknown data set(s) ['celeba']"),
-    ):
-        res = script(name, *args, timeout=120)
-        assert res.returncode == 2 and msg in res.stderr, (name, args, res.stderr[-500:])
+@pytest.mark.parametrize("command,args,msg", [
+    (cli.train_fr, ["--defence", "policy"], "needs --policy"),
+    (cli.train_fr, ["--defence", "none", "--backbone", "grid"], "pixel backbone goes with --defence none"),
+    (cli.train_fr, ["--defence", "nls", "--smoothing", "0.1"], "smoothing must lie in (-1, 0)"),
+    (cli.evaluate, ["--model", "m.pt", "--steps", "0"], "--steps must be >= 1, got 0"),
+    (cli.evaluate, ["--model", "m.pt", "--judge-min-updates", "0"], "--judge-min-updates must be >= 1"),
+    (cli.reproduce, ["--datasets", "celeba"], "unknown data set(s) ['celeba']"),
+    (cli.pareto, ["a.json", "b.json", "--labels", "x"], "--labels gives 1 labels for 2 reports"),
+], ids=lambda v: getattr(v, "__name__", None))
+def test_command_lines_refuse_bad_arguments_with_the_library_s_message(command, args, msg, capsys):
+    with pytest.raises(SystemExit) as e:
+        command(args)
+    assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_a_command_line_s_help_is_its_script_s_first_paragraph(capsys):
+    with pytest.raises(SystemExit):
+        cli.train_fr(["--help"], doc="Train it.\n\nMore.")
+    out = capsys.readouterr().out
+    assert "Train it." in out and "More." not in out and "--defence" in out
 
 
 @pytest.mark.slow
