@@ -498,8 +498,9 @@ def _section_1(r: dict[str, Any], tgt: dict[str, float]) -> list[str]:
     named = sum(parts.get(k, 0.0) for k in extra)
     lines += ["", f"Where the rest goes: above the update and the forward pass ({core:.2f} ms), the step spends "
               + ", ".join(f"{parts[k]:.2f} ms on {k.split(' / ')[0]}" for k in extra if k in parts)
-              + f" ({named:.2f} ms together, {100 * named / parts['env step']:.0f} % of the step); what remains, "
-              f"{parts['env step'] - core - named:+.2f} ms, is the env's own bookkeeping (records, info, the reward). "
+              + f" ({named:.2f} ms together, {100 * named / parts['env step']:.0f} % of the step). The parts timed alone "
+              f"add up to {core + named:.2f} ms against a step of {parts['env step']:.2f} ms: the env's own bookkeeping "
+              f"(records, info, the reward) is within that difference ({parts['env step'] - core - named:+.2f} ms). "
               "The mixing is the defence itself and the draw its augmentation; the recalibration makes the "
               "accuracy in the observation a measurement of clean faces (see the env's `recalibrate_norms`)."]
     return lines
