@@ -19,7 +19,7 @@ from fr_models.data import FaceData, images_to_tensor, split_per_identity
 from fr_models.training import calibration_subset
 from mixup_env.transform import FrequencyMasking
 
-__all__ = ["STORAGE", "PreparedFaces", "prepare_faces"]
+__all__ = ["STORAGE", "PreparedFaces", "prepare_faces", "transform_faces"]
 
 #: the dtypes the precomputed channels may be stored in
 STORAGE = ("float32", "float16")
@@ -92,15 +92,23 @@ def prepare_faces(faces: FaceData, masking: FrequencyMasking, image_size: int | 
                          f"{faces.source!r}: accepted batch_size <= {len(train_idx)}")
     if len(test_idx) == 0:
         raise ValueError(f"{faces.source!r} has no identity with 2+ images: nothing to evaluate accuracy on")
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(faces.images), chunk):
-            x = images_to_tensor(faces.images[i : i + chunk], image_size).to(device)
-            out.append(masking(x).to(getattr(torch, storage)))
-    freq = torch.cat(out)
+    freq = transform_faces(faces.images, masking, image_size, getattr(torch, storage), device, chunk)
     labels = torch.from_numpy(faces.labels).to(device)
     train_x = freq[train_idx]
     calib = torch.from_numpy(calibration_subset(len(train_idx), split_seed)).to(device)
     size = (int(image_size), int(image_size)) if image_size is not None else (int(h), int(w))
     return PreparedFaces(faces.source, tuple(faces.names), faces.num_classes, masking, size, train_x, labels[train_idx],
                          freq[test_idx], labels[test_idx], train_x[calib], train_idx, test_idx)
+
+
+def transform_faces(images: np.ndarray, masking: FrequencyMasking | None, image_size: int | tuple[int, int] | None,
+                    dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                    chunk: int = 512) -> torch.Tensor:
+    """Model inputs of uint8 faces ``(N, H, W[, C])``, a chunk at a time: resized, then through ``masking``
+    (``None``: the pixels of a pixel-domain model), stored as ``dtype`` on ``device``."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), chunk):
+            x = images_to_tensor(images[i : i + chunk], image_size).to(device)
+            out.append((x if masking is None else masking(x)).to(dtype))
+    return torch.cat(out)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fr_models import FRTrainer, extract_embeddings, identification_accuracy, images_to_tensor
+from fr_models import FRTrainer, extract_embeddings, identification_accuracy
 from fr_models.data import FaceData, load_lfw_pairs, split_identities, split_per_identity
 from fr_models.dp import fit_dp
 from fr_models.evaluation import balanced_accuracy, chance_levels, verification_scores, verify_kfold
@@ -40,6 +40,7 @@ from fr_models.recipes import FRRecipe
 from fr_models.trainer import atomic_write
 from fr_models.training import calibration_subset, channel_stats, fit
 from mixup_env import ChannelMask, FrequencyMasking, mix_batch
+from mixup_env.prepared import transform_faces
 from mixup_env.transform import model_card
 
 __all__ = ["ALL_CHANNELS", "DEFENCES", "POLICY_ALGOS", "DefenceSpec", "PolicySpec", "negative_smoothing",
@@ -174,14 +175,8 @@ def _prepare(data: FaceData, defence: DefenceSpec, recipe: FRRecipe, seed: int, 
     pixel = defence.input == "pixel"
     if not pixel:
         masking.output_size(recipe.image_size or faces.image_shape)  # a clear error for a size that does not fit
-    dtype = getattr(torch, storage)
-
     def prepare(images: np.ndarray) -> torch.Tensor:
-        out = []
-        for i in range(0, len(images), 256):
-            x = images_to_tensor(images[i : i + 256], recipe.image_size).to(device)
-            out.append((x if pixel else masking(x)).to(dtype))
-        return torch.cat(out)
+        return transform_faces(images, None if pixel else masking, recipe.image_size, getattr(torch, storage), device)
 
     flip = (lambda x: x.flip(-1)) if pixel else masking.hflip
     return _Prepared(faces, prepare(faces.images), train_idx, test_idx, masking, prepare, flip, split)

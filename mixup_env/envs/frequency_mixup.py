@@ -282,7 +282,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             masking = FrequencyMasking(ChannelMask(dropped_channels, planes=faces.planes), self.recipe.upsample, colour)
             data = prepare_faces(faces, masking, self.recipe.image_size, test_fraction, split_seed, self.batch_size,
                                  storage, self.device)
-        self._use(data, split_seed)  # type: ignore[arg-type]
+        self._use(data)  # type: ignore[arg-type]
         self.recalibrate_norms = bool(recalibrate_norms)
         self.fr_config = fr_config if fr_config is not None else self.recipe.fr_config(self._train_x.shape[1:],
                                                                                          self.num_classes)
@@ -333,7 +333,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             raise ValueError(f"device={device!r}: torch sees no CUDA device on this machine; use device='cpu'")
         return dev
 
-    def _use(self, data: PreparedFaces, split_seed: int) -> None:
+    def _use(self, data: PreparedFaces) -> None:
         """Take a prepared data set (on this env's device, with at least a batch of training faces)."""
         if data.device.type != self.device.type:
             raise ValueError(f"the prepared faces live on {data.device}, the env on {self.device}: prepare them on "
