@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fr_models.trainer import FRTrainer
-from fr_models.training import check_schedule, random_flip
+from fr_models.training import FlipDraw, check_schedule
 
 __all__ = ["fit_dp"]
 
@@ -89,6 +89,7 @@ def fit_dp(
                             expected_batch_size=batch_size, loss_reduction="mean", generator=gen)
     accountant = RDPAccountant()
     rng = np.random.default_rng(seed)
+    draw = FlipDraw(inputs, flip)
     seconds, losses = [], []
     module.train()
     bar = tqdm(total=epochs * per_epoch, desc="DP-SGD updates", disable=not progress)
@@ -101,9 +102,7 @@ def fit_dp(
             bar.update(1)
             if len(idx) == 0:  # an empty Poisson batch: no update, but it was still a step of the account
                 continue
-            x, y = inputs[idx], labels[idx]
-            if flip is not None:
-                x = random_flip(x, flip, rng)
+            x, y = draw(idx, rng), labels[idx]
             optimizer.zero_grad(set_to_none=True)
             loss = module(x, y).mean()
             if not torch.isfinite(loss):

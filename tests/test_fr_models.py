@@ -188,11 +188,30 @@ def test_fit_trains_mixes_flips_and_rejects_bad_sizes():
         return xb, torch.nn.functional.one_hot(yb, 4).float()
 
     def flip(xb):
-        calls["flip"] += 1
+        calls["flip"] += len(xb)
         return xb.flip(-1)
 
     hist = fit(t, x, y, epochs=3, batch_size=16, mix=mix, flip=flip)
-    assert hist["updates"] == 6 and calls == {"mix": 6, "flip": 6}  # 2 full batches per epoch
+    # 2 full batches per epoch; the 40 faces are mirrored once (fr_models.training.FlipDraw), not per batch
+    assert hist["updates"] == 6 and calls == {"mix": 6, "flip": 40}
     assert len(hist["epoch_seconds"]) == 3 and hist["epoch_losses"][-1] < hist["epoch_losses"][0]
     with pytest.raises(ValueError, match="batch_size <= 40"):
         fit(t, x, y, epochs=1, batch_size=64)
+
+
+def test_flip_draw_equals_random_flip_bit_for_bit() -> None:
+    from fr_models.training import FlipDraw, random_flip
+    from mixup_env.transform import ChannelMask, FrequencyMasking
+
+    masking = FrequencyMasking(ChannelMask((0, 1, 8)), upsample=1)
+    faces = masking(torch.rand(20, 1, 32, 32)).half()  # stored as the env stores them
+    idx = torch.tensor([3, 7, 7, 0, 19, 12, 5, 8])
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    drawn = FlipDraw(faces, masking.hflip)(idx, a)
+    expected = random_flip(faces[idx].float(), masking.hflip, b)
+    assert drawn.dtype == torch.float32 and torch.equal(drawn, expected)
+    assert not torch.equal(drawn, faces[idx].float())  # some faces were mirrored
+    assert a.random() == b.random()  # the same draws were made
+    c = np.random.default_rng(4)
+    plain = FlipDraw(faces, None)(idx, c)
+    assert torch.equal(plain, faces[idx].float()) and c.random() == np.random.default_rng(4).random()

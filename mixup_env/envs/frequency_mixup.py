@@ -19,7 +19,7 @@ from fr_models.data import FaceData, load_faces
 from fr_models.recipes import FRRecipe, default_recipe, get_recipe
 from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch_save, load_checkpoint
 from fr_models.training import channel_stats as _channel_stats
-from fr_models.training import random_flip, random_shift
+from fr_models.training import FlipDraw, random_shift
 from mixup_env.actions import ACTION_CODECS, make_codec
 from mixup_env.mixing import mix_batch
 from mixup_env.prepared import PreparedFaces, prepare_faces
@@ -349,6 +349,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         counts = torch.bincount(self._train_y, minlength=self.num_classes).float()
         self._class_frequency = counts / counts.max()
         self._in_mean, self._in_std = _channel_stats(self._train_x)
+        self._draw = FlipDraw(self._train_x, self.masking.hflip if self.hflip else None)
 
     def _check_fr_config(self, config: FRConfig) -> None:
         """Refuse a model that does not read the prepared channels; build one now, not at reset."""
@@ -571,9 +572,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             self._order = self.np_random.permutation(len(self._train_y))
         idx = torch.from_numpy(self._order[: self.batch_size]).to(self.device)
         self._order = self._order[self.batch_size :]
-        x = self._train_x[idx].float()
-        if self.hflip:  # mirror a random half of the batch, exactly, in the frequency domain
-            x = random_flip(x, self.masking.hflip, self.np_random)
+        x = self._draw(idx, self.np_random)  # mirrored at random if hflip, exactly, in the frequency domain
         x = random_shift(x, self.max_shift, self.np_random)  # whole blocks: exact in the frequency domain
         self._batch = (x, self._train_y[idx])
 
