@@ -17,7 +17,7 @@ from mixup_env.transform import COLOURS, UPSAMPLE_FACTORS
 from privacy.attacks import ATTACKS
 from privacy.attacks._loop import MIN_UPDATES
 from privacy.defences import DEFENCES, POLICY_ALGOS, DefenceSpec, PolicySpec, train_fr_model
-from privacy.evaluate import DEFAULT_ATTACKS, AttackBudget, evaluate_privacy, format_report
+from privacy.evaluate import DEFAULT_ATTACKS, DEFAULT_JUDGES, JUDGES, AttackBudget, evaluate_privacy, format_report
 from privacy.grid import (
     DATASETS,
     GRID_ATTACKS,
@@ -159,8 +159,13 @@ def _evaluate_args(argv: list[str] | None, doc: str | None) -> argparse.Namespac
                    "beside the model)")
     p.add_argument("--attacks", nargs="+", default=list(DEFAULT_ATTACKS), choices=ATTACKS)
     p.add_argument("--identities", type=int, default=None, help="attack the first N private identities (default all)")
+    p.add_argument("--judges", nargs="+", default=list(DEFAULT_JUDGES), choices=JUDGES,
+                   help="who judges the reconstructions, the first heading the table: pretrained = dlib's face "
+                   "recognizer (the judge extra), evaluator = a classifier trained on the private faces")
     p.add_argument("--evaluator", type=Path, default=None, help="evaluator checkpoint to reuse, or where to save a "
                    "new one (default: <out>/evaluator.pt)")
+    p.add_argument("--gallery", type=Path, default=None, help="the pretrained judge's enrolled private faces to "
+                   "reuse, or where to save them (default: <out>/judge_gallery.pt)")
     p.add_argument("--evaluator-epochs", type=int, default=40)
     p.add_argument("--prior", type=Path, default=None, help="VAE prior checkpoint to reuse, or where to save a new "
                    "one (default: <out>/vae_prior.pt)")
@@ -194,10 +199,11 @@ def evaluate(argv: list[str] | None = None, doc: str | None = None) -> dict[str,
     table and returns the report (see :func:`privacy.evaluate.exit_status` for the exit code)."""
     args = _evaluate_args(argv, doc)
     report = evaluate_privacy(args.model, args.data, args.attacks, args.budget, split=args.split,
-                              evaluator=args.evaluator, prior=args.prior, out=args.out, seed=args.seed,
-                              device=args.device, progress=not args.no_progress)
+                              judges=args.judges, evaluator=args.evaluator, gallery=args.gallery, prior=args.prior,
+                              out=args.out, seed=args.seed, device=args.device, progress=not args.no_progress)
     print("\n" + format_report(report))
-    print(f"saved {args.out / 'privacy.json'}, {args.out / 'reconstructions.png'}, {report['evaluator']['path']}")
+    print(f"saved {args.out / 'privacy.json'}, {args.out / 'reconstructions.png'}, "
+          + ", ".join(j["path"] for j in report["judges"].values()))
     return report
 
 
@@ -218,6 +224,8 @@ def _reproduce_args(argv: list[str] | None, doc: str | None, root: Path) -> argp
     p.add_argument("--report", type=Path, default=None, help="the Markdown report (default docs/RESULTS.md; "
                    "--quick: <work>/quick/RESULTS.md)")
     p.add_argument("--work", type=Path, default=Path("runs/reproduce"), help="models, agents, evaluators")
+    p.add_argument("--judges", nargs="+", default=list(DEFAULT_JUDGES), choices=JUDGES,
+                   help="who judges the reconstructions (see evaluate_privacy.py --judges)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     datasets = args.datasets or (["att_faces"] if args.quick else ["lfw", "att_faces", "extended_yaleb"])
@@ -225,7 +233,7 @@ def _reproduce_args(argv: list[str] | None, doc: str | None, root: Path) -> argp
     try:
         args.config = GridConfig(datasets, args.defences, seeds, QUICK_ATTACKS if args.quick else GRID_ATTACKS,
                                  QUICK_AGENT if args.quick else AgentBudget(), args.epochs, args.work,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, judges=tuple(args.judges))
     except ValueError as e:
         p.error(str(e))
     base = args.work / "quick" if args.quick else None

@@ -67,10 +67,17 @@ from privacy.attacks import (
     unmix,
 )
 from privacy.attacks._loop import MIN_UPDATES, Schedule
+from privacy.attacks.evaluator import Judge
+from privacy.attacks.pretrained import PretrainedJudge, load_dlib
+from privacy.stats import chance_levels
 from privacy.report import plot_reconstruction_grid
 
-__all__ = ["DEFAULT_ATTACKS", "AttackBudget", "data_level_k", "data_level_weights", "evaluate_privacy",
+__all__ = ["DEFAULT_ATTACKS", "DEFAULT_JUDGES", "JUDGES", "AttackBudget", "data_level_k", "data_level_weights", "evaluate_privacy",
            "exit_status", "format_report"]
+
+#: The judges of :func:`evaluate_privacy`, by name.
+JUDGES = ("pretrained", "evaluator")
+DEFAULT_JUDGES = JUDGES
 
 DEFAULT_ATTACKS = ("whitebox_vae", "whitebox_pixels", "blackbox_scores", "blackbox_embeddings", "datalevel")
 
@@ -194,6 +201,23 @@ def _evaluator(path: Path, x: torch.Tensor, y: torch.Tensor, names: list[str], b
     return evaluator
 
 
+def _pretrained(path: Path, x: torch.Tensor, y: torch.Tensor, names: list[str]) -> PretrainedJudge:
+    """The pretrained judge with the private faces enrolled: the gallery reused from ``path`` if it holds these
+    faces, else embedded (about 0.14 s a face) and saved there."""
+    key = PretrainedJudge.key(x, y, names)
+    if path.is_file():
+        judge = PretrainedJudge.load(path)
+        if judge.gallery_key == key:
+            print(f"pretrained judge: reused the gallery {path} (its top-1 on the private faces {judge.val_accuracy:.3f})")
+            return judge
+    t0 = time.perf_counter()
+    judge = PretrainedJudge.enrol(x, y, names)
+    judge.save(path)
+    print(f"pretrained judge: enrolled {len(y)} private faces in {time.perf_counter() - t0:.0f} s, its top-1 on "
+          f"them {judge.val_accuracy:.3f} (leave-one-out), saved {path}")
+    return judge
+
+
 def _vae_prior(path: Path, x_pub: torch.Tensor, public_names: list[str], budget: AttackBudget, seed: int,
                device: str, progress: bool) -> VAEPrior:
     """The VAE prior of the public faces: reused from ``path`` if it was fitted to the same public identities at
@@ -283,7 +307,9 @@ def evaluate_privacy(
     budget: AttackBudget = AttackBudget(),
     *,
     split: str | Path | None = None,
+    judges: Sequence[str] = DEFAULT_JUDGES,
     evaluator: str | Path | None = None,
+    gallery: str | Path | None = None,
     prior: str | Path | None = None,
     out: str | Path = "runs/privacy",
     seed: int = 0,
@@ -297,8 +323,13 @@ def evaluate_privacy(
     :param attacks: names from :data:`privacy.attacks.ATTACKS`.
     :param budget: how hard the attacks try.
     :param split: ``npz`` with ``private_idx`` / ``public_idx`` (default: ``split.npz`` beside the model).
+    :param judges: names from :data:`JUDGES`, the first heading each attack's figures: ``pretrained`` (dlib's
+        face recognizer, the ``judge`` extra; :mod:`privacy.attacks.pretrained`) and ``evaluator`` (trained on
+        the private faces; :mod:`privacy.attacks.evaluator`).
     :param evaluator: the evaluator checkpoint to reuse, or where to save a new one (default
         ``<out>/evaluator.pt``).
+    :param gallery: the pretrained judge's enrolled private faces to reuse, or where to save them (default
+        ``<out>/judge_gallery.pt``).
     :param prior: the VAE prior checkpoint to reuse, or where to save a new one (default ``<out>/vae_prior.pt``).
     :param out: the output folder.
     :param seed: the attacks' (and new judges') seed.
@@ -310,6 +341,10 @@ def evaluate_privacy(
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}: accepted {', '.join(ATTACKS)}")
+    if not judges or any(j not in JUDGES for j in judges) or len(set(judges)) != len(judges):
+        raise ValueError(f"judges={list(judges)}: accepted one or more distinct of {', '.join(JUDGES)}")
+    if "pretrained" in judges:
+        load_dlib()  # a missing extra fails here, before any attack runs
     model, out = Path(model), Path(out)
     torch.manual_seed(seed)
     target = load_target(model, device)
@@ -323,21 +358,33 @@ def evaluate_privacy(
     out.mkdir(parents=True, exist_ok=True)
     names = priv.names or [str(c) for c in range(priv.num_classes)]
     ev_path = Path(evaluator) if evaluator is not None else out / "evaluator.pt"
-    judge = _evaluator(ev_path, x_priv, y_priv, names, budget, seed, device, progress)
+    gallery_path = Path(gallery) if gallery is not None else out / "judge_gallery.pt"
+    panel: dict[str, tuple[Judge, torch.Tensor | None]] = {}
+    for name in judges:  # the first is the one whose figures head each attack's entry
+        if name == "pretrained":
+            pre = _pretrained(gallery_path, x_priv, y_priv, names)
+            assert pre.gallery_features is not None
+            panel[name] = (pre, pre.gallery_features[judged])
+        else:
+            panel[name] = (_evaluator(ev_path, x_priv, y_priv, names, budget, seed, device, progress), None)
     attacker = _Attacker(target, images_to_tensor(pub.images, size), list(pub.names), x_priv[judged], y_priv[judged],
                          classes, budget, Path(prior) if prior is not None else out / "vae_prior.pt", seed, device,
                          progress)
     grid_ids = classes[: budget.grid_identities]
-    results, shown = _run_attacks(attacker, attacks, judge, grid_ids)
+    results, shown = _run_attacks(attacker, attacks, panel, grid_ids)
     scored = {k: v for k, v in results.items() if "top1" in v}
     card = target.card
     report: dict[str, Any] = {
         "model": str(model), "data": faces.source, "defence": card.defence, "k": card.k, "input": card.input,
         "private_identities": priv.num_classes, "attacked_identities": n_ids,
         "public_identities": pub.num_classes, "public_images": len(pub.labels),
-        "evaluator": {"path": str(ev_path), "held_out_top1": judge.val_accuracy},
+        "judges": {name: {**j.describe(), "path": str(gallery_path if name == "pretrained" else ev_path)}
+                   for name, (j, _) in panel.items()},
+        "chance": {**chance_levels(y_priv.numpy(), priv.num_classes),
+                   "attacked_uniform": 1.0 / priv.num_classes},
         "attacks": results, "privacy_score": privacy_score(scored) if scored else None,
-        "settings": {"attacks": list(attacks), "budget": budget.as_dict(), "seed": seed, "device": device},
+        "settings": {"attacks": list(attacks), "judges": list(judges), "budget": budget.as_dict(), "seed": seed,
+                     "device": device},
     }
     metrics_path = model.parent / "metrics.json"
     if metrics_path.is_file():
@@ -350,10 +397,11 @@ def evaluate_privacy(
     return report
 
 
-def _run_attacks(attacker: _Attacker, attacks: Sequence[str], judge: EvaluationClassifier,
+def _run_attacks(attacker: _Attacker, attacks: Sequence[str], panel: dict[str, tuple[Judge, torch.Tensor | None]],
                  grid_ids: torch.Tensor) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
-    """Each attack's judged metrics (or why it was skipped), and its reconstructions of the grid's identities."""
-    f_judged = judge.features(attacker.x_judged)
+    """Each attack's judged metrics (or why it was skipped): the first judge's at the top of its entry, every
+    judge's under ``judges``; and its reconstructions of the grid's identities."""
+    f_judged = {name: f if f is not None else j.features(attacker.x_judged) for name, (j, f) in panel.items()}
     results: dict[str, dict[str, Any]] = {}
     shown: dict[str, torch.Tensor] = {}
     for attack in attacks:
@@ -364,8 +412,11 @@ def _run_attacks(attacker: _Attacker, attacks: Sequence[str], judge: EvaluationC
             print(f"  {attack}: skipped ({outcome.split(':')[0]})")
             continue
         res, extra = outcome
-        m = attack_metrics(judge, res.images, res.classes, attacker.x_judged, attacker.y_judged, f_judged)
-        results[attack] = {**m, "seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mib(), **extra}
+        by_judge = {name: attack_metrics(j, res.images, res.classes, attacker.x_judged, attacker.y_judged,
+                                         f_judged[name], seed=attacker.seed) for name, (j, _) in panel.items()}
+        m = next(iter(by_judge.values()))
+        results[attack] = {**m, "judges": by_judge, "seconds": time.perf_counter() - t0,
+                           "peak_rss_mb": peak_rss_mib(), **extra}
         shown[attack] = _grid_cells(res, grid_ids)
         print(f"  {attack}: top-1 {m['top1']:.3f} ({m['top1_over_chance']:.1f}x chance), top-5 {m['top5']:.3f}, "
               f"{results[attack]['seconds']:.0f} s", flush=True)

@@ -35,7 +35,7 @@ from fr_models.trainer import atomic_write
 from privacy.attacks import privacy_score
 from privacy.attacks._loop import MIN_UPDATES
 from privacy.defences import DefenceSpec, PolicySpec, train_fr_model
-from privacy.evaluate import AttackBudget, evaluate_privacy
+from privacy.evaluate import JUDGES, AttackBudget, evaluate_privacy
 
 __all__ = ["ATTACKS", "DATASETS", "FIXED", "GRID_ATTACKS", "GRID_DEFENCES", "HEADLINE", "MODEL_ATTACKS", "POLICIES",
            "QUICK_AGENT", "QUICK_ATTACKS", "AgentBudget", "Cell", "CellStore", "DataSettings", "GridConfig",
@@ -141,9 +141,10 @@ class GridConfig:
     data_settings: Mapping[str, DataSettings] = field(default_factory=lambda: dict(DATASETS))
     defence_specs: Mapping[str, DefenceSpec] = field(default_factory=lambda: dict(GRID_DEFENCES))
     progress: bool = True
+    judges: tuple[str, ...] = JUDGES
 
     def __post_init__(self) -> None:
-        for name in ("datasets", "defences", "seeds"):
+        for name in ("datasets", "defences", "seeds", "judges"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "work", Path(self.work))
         for what, given, known in (("data set", self.datasets, self.data_settings),
@@ -151,6 +152,8 @@ class GridConfig:
             unknown = [g for g in given if g not in known]
             if unknown:
                 raise ValueError(f"unknown {what}(s) {unknown}; accepted: {', '.join(known)}")
+        if not self.judges or any(j not in JUDGES for j in self.judges):
+            raise ValueError(f"judges={list(self.judges)}: accepted one or more of {', '.join(JUDGES)}")
         if not (self.datasets and self.defences and self.seeds):
             raise ValueError("a grid needs at least one data set, defence and seed")
         if self.epochs is not None and self.epochs < 1:
@@ -170,7 +173,7 @@ class GridConfig:
         s = {"data": cell.data, "defence": cell.defence, "seed": cell.seed,
              "train": dataclasses.asdict(self.data(cell.data)), "recipe": self.recipe,
              "defence_spec": self.defence_specs[cell.defence].as_dict(), "attacks": self.attack.as_dict(),
-             "identity_split_seed": 0}
+             "judges": list(self.judges), "identity_split_seed": 0}
         if cell.defence in POLICIES:
             s["agent"] = dataclasses.asdict(self.agent)
         return s
@@ -260,11 +263,11 @@ def train_agent(config: GridConfig, cell: Cell, path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def judge_paths(config: GridConfig, data: str) -> tuple[Path, Path]:
-    """Where the data set's evaluator and VAE prior live (shared by every cell of the data set)."""
+def judge_paths(config: GridConfig, data: str) -> tuple[Path, Path, Path]:
+    """Where the data set's evaluator, VAE prior and pretrained judge's gallery live (shared by its cells)."""
     work = config.work / data
     return (work / f"evaluator_e{config.attack.evaluator_epochs}.pt",
-            work / f"vae_prior_e{config.attack.prior_epochs}.pt")
+            work / f"vae_prior_e{config.attack.prior_epochs}.pt", work / "judge_gallery.pt")
 
 
 def run_cell(config: GridConfig, cell: Cell) -> dict[str, Any]:
@@ -284,10 +287,11 @@ def run_cell(config: GridConfig, cell: Cell) -> dict[str, Any]:
     metrics = train_fr_model(load_faces(cell.data), spec, recipe, out, seed=cell.seed, split_seed=0,
                              public_fraction=s.public_fraction, recalibrate_norms=False, progress=config.progress)
     record["train_seconds"] = round(time.perf_counter() - t0, 1)
-    ev_path, prior_path = judge_paths(config, cell.data)
+    ev_path, prior_path, gallery = judge_paths(config, cell.data)
     t0 = time.perf_counter()
-    report = evaluate_privacy(out / "fr_model.pt", cell.data, ATTACKS, config.attack, evaluator=ev_path,
-                              prior=prior_path, out=out / "privacy", seed=cell.seed, progress=config.progress)
+    report = evaluate_privacy(out / "fr_model.pt", cell.data, ATTACKS, config.attack, judges=config.judges,
+                              evaluator=ev_path, gallery=gallery, prior=prior_path, out=out / "privacy",
+                              seed=cell.seed, progress=config.progress)
     record["attack_seconds"] = round(time.perf_counter() - t0, 1)
     record.update(_cell_figures(metrics, report, out / "privacy" / "reconstructions.npz"))
     return record
@@ -302,10 +306,15 @@ def _cell_figures(metrics: dict[str, Any], report: dict[str, Any], shown_path: P
     record: dict[str, Any] = {
         "utility": {"top1": metrics["identification"]["top1"], "top5": metrics["identification"]["top5"],
                     "chance_top1": metrics["chance_top1"], "updates": metrics["updates"]},
-        "attacks": {name: {k: round(float(m[k]), 4) for k in keep} for name, m in attacks.items() if "top1" in m},
+        "attacks": {name: {**{k: round(float(m[k]), 4) for k in keep},
+                           "intervals": {k: [round(float(v), 4) for v in iv] for k, iv in m["intervals"].items()},
+                           "judges": {j: {k: round(float(jm[k]), 4) for k in ("top1", "top5", "knn_dist")}
+                                      for j, jm in m["judges"].items()}}
+                    for name, m in attacks.items() if "top1" in m},
         "privacy_model": privacy_score({k: v for k, v in attacks.items() if k in MODEL_ATTACKS}),
         "privacy_all": report["privacy_score"],
-        "evaluator_top1": report["evaluator"]["held_out_top1"],
+        "judges": report["judges"], "chance": report["chance"],
+        "judge_top1": next(iter(report["judges"].values()))["accuracy_on_private_faces"],
         "attacked_identities": report["attacked_identities"],
         "private_identities": report["private_identities"],
         "thumbnails": {name: thumbnails(shown[name], n) for name in (HEADLINE, "datalevel") if name in shown.files},

@@ -249,6 +249,15 @@ def _configuration(cells: list[dict[str, Any]], table: dict[str, Any], data_sett
           "", f"Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", ""]
 
 
+def _judge_line(cell: dict[str, Any]) -> str:
+    """The cell's judges and their own top-1 on the real private faces (cells of before the pretrained judge
+    name only the evaluator)."""
+    if "judges" not in cell:
+        return f"evaluator held-out top-1 {cell['evaluator_top1']:.3f}"
+    return "judges (the first heads the table): " + ", ".join(
+        f"{name} top-1 on the private faces {j['accuracy_on_private_faces']:.3f}" for name, j in cell["judges"].items())
+
+
 def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, rel: str) -> tuple[list[str], str]:
     """One data set's part of the report (table, figures, verdict, every attack's metrics) and its brief verdict."""
     from privacy.report import plot_pareto
@@ -260,7 +269,7 @@ def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, 
     L.append(f"{any_cell['private_identities']} private identities (chance top-1 "
              f"{any_cell['utility']['chance_top1']:.3f}), {s['train']['epochs']} epochs = "
              f"{any_cell['utility']['updates']} updates per model; attacks on {any_cell['attacked_identities']} "
-             f"identities; evaluator held-out top-1 {any_cell['evaluator_top1']:.3f}.")
+             f"identities; {_judge_line(any_cell)}.")
     L.append("")
     head = ["defence", "seeds", "top-1"] + (["LFW verif. (unseen)"] if lfw else []) + \
            [f"{a} top-1" for a in ATTACKS] + ["privacy (model)", "privacy (all)", "notes"]
@@ -302,7 +311,7 @@ def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, 
         for a in ATTACKS:
             ms = [c["attacks"][a] for c in defences[name]["cells"] if a in c["attacks"]]
             if ms:
-                m = {k: float(np.mean([x[k] for x in ms])) for k in ms[0]}
+                m = {k: float(np.mean([x[k] for x in ms])) for k in ms[0] if not isinstance(ms[0][k], dict)}
                 L.append(f"| {name} | {a} | {m['top1']:.3f} | {m['top5']:.3f} | {m['top1_over_chance']:.1f} | "
                          f"{m['knn_dist']:.3f} / {m['knn_dist_other']:.3f} | {m['psnr']:.2f} | {m['ssim']:.3f} |")
     L += ["", "</details>", ""]

@@ -215,6 +215,13 @@ def test_evaluator_and_attack_metrics(faces) -> None:
     assert m["knn_dist"] < 1e-3 and m["ssim"] > 0.999 and m["psnr"] > 60
     assert m["top1"] > 0.5 and m["top1_over_chance"] == pytest.approx(m["top1"] * 8)
     assert m["chance_top1"] == 1 / 8 and m["chance_top5"] == 5 / 8
+    assert m["chance_majority"] == float(np.bincount(y.numpy()).max() / len(y)) and m["attacked_identities"] == 8
+    for k in ("top1", "top5", "knn_dist", "psnr", "ssim"):  # bootstrap 95 % intervals around each mean
+        lo, hi = m["intervals"][k]
+        assert lo <= m[k] + 1e-9 and m[k] <= hi + 1e-9, k
+    assert m["judge"] == {"name": "in_house_evaluator", "identities": 8, "accuracy_on_private_faces": ev.val_accuracy}
+    half = attack_metrics(ev, x[y < 4], y[y < 4], x, y)
+    assert half["attacked_identities"] == 4 and half["chance_top1"] == 1 / 8  # uniform over the judge's classes
     wrong = attack_metrics(ev, x, (y + 1) % 8, x, y)  # every image claimed to show the next identity
     assert wrong["top1"] < m["top1"] and wrong["knn_dist"] > m["knn_dist"]
     with pytest.raises(ValueError, match="private identities 0..7"):

@@ -62,6 +62,10 @@ def test_train_attack_and_plot_from_the_command_line(tmp_path):
     assert "privacy score" in res.stdout and "datalevel" in res.stdout
     report = json.loads((tmp_path / "p" / "privacy.json").read_text())
     assert report["attacks"]["datalevel"]["k_values"] == [2] and report["settings"]["budget"]["min_updates"] == 1
+    # by default both judges: the pretrained one heads each attack's entry, the evaluator beside it
+    assert list(report["judges"]) == ["pretrained", "evaluator"] == list(report["attacks"]["datalevel"]["judges"])
+    assert report["attacks"]["datalevel"]["judge"]["name"] == "dlib_resnet_v1"
+    assert (tmp_path / "p" / "judge_gallery.pt").is_file()
     res = script("pareto_report", str(tmp_path / "p" / "privacy.json"), "--out", str(tmp_path / "pareto.png"))
     assert res.returncode == 0 and "fixed k=2 (masked_dct)" in res.stdout and (tmp_path / "pareto.png").is_file()
     # an evaluation that measured nothing (the data-level attack on a pixel model is skipped) exits 1, and says why
@@ -70,6 +74,7 @@ def test_train_attack_and_plot_from_the_command_line(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     res = script("evaluate_privacy", "--model", str(tmp_path / "px" / "fr_model.pt"), "--data", "synthetic",
                  "--attacks", "datalevel", "--min-updates", "1", "--evaluator-epochs", "1", "--no-progress",
+                 "--judges", "evaluator",
                  "--out", str(tmp_path / "p2"))
     assert res.returncode == 1 and "no attack measured anything" in res.stderr
 

@@ -28,7 +28,7 @@ TINY_ATTACKS = AttackBudget(identities=3, steps=2, restarts=1, views=1, decoder_
 
 def tiny(tmp_path, defences=("mask", "fixed2", "reinforce"), epochs=None) -> GridConfig:
     return GridConfig(("synthetic",), defences, (0,), TINY_ATTACKS, AgentBudget(4, 4), epochs, tmp_path / "work",
-                      data_settings={"synthetic": DataSettings(None, 0.3, 1)}, progress=False)
+                      data_settings={"synthetic": DataSettings(None, 0.3, 1)}, progress=False, judges=("evaluator",))
 
 
 def test_grid_runs_cells_resumes_and_regenerates_the_report(tmp_path, monkeypatch):
@@ -42,6 +42,12 @@ def test_grid_runs_cells_resumes_and_regenerates_the_report(tmp_path, monkeypatc
                                        "synthetic__reinforce__s0.json"]
     cell = json.loads(cells[0].read_text())
     assert set(cell["attacks"]) == set(ATTACKS) and 0 <= cell["privacy_all"] <= cell["privacy_model"] <= 1
+    # machine-readable: judges and their own accuracy, chance levels, intervals of every attack figure
+    assert list(cell["judges"]) == ["evaluator"] and cell["judge_top1"] == cell["judges"]["evaluator"]["accuracy_on_private_faces"]
+    assert {"uniform", "majority"} <= set(cell["chance"]) and cell["settings"]["judges"] == ["evaluator"]
+    for a, m in cell["attacks"].items():
+        assert m["intervals"]["top1"][0] <= m["top1"] <= m["intervals"]["top1"][1], a
+        assert m["judges"]["evaluator"]["top1"] == m["top1"]
     updates = {json.loads(c.read_text())["utility"]["updates"] for c in cells}
     assert len(updates) == 1 and updates.pop() > 0 and cell["settings"]["defence"] == "fixed2"  # same updates
     side = THUMB

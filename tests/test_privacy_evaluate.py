@@ -45,7 +45,8 @@ def test_evaluate_privacy_runs_every_attack(private_models, tmp_path, monkeypatc
 
     monkeypatch.setattr(privacy.evaluate, "train_evaluator", spy)
     out = tmp_path / "fixed"
-    report = evaluate_privacy(private_models["fixed"] / "fr_model.pt", "synthetic", ATTACKS, TINY, out=out, progress=False)
+    report = evaluate_privacy(private_models["fixed"] / "fr_model.pt", "synthetic", ATTACKS, TINY, out=out, progress=False,
+                              judges=("evaluator",))
     # The evaluator saw exactly the private faces: none of a public identity.
     faces = load_faces("synthetic")
     split = np.load(private_models["fixed"] / "split.npz")
@@ -67,7 +68,8 @@ def test_evaluate_privacy_runs_every_attack(private_models, tmp_path, monkeypatc
 
     # A second model on the same split reuses the evaluator; the pixel model skips the data-level attack.
     report2 = evaluate_privacy(private_models["none"] / "fr_model.pt", "synthetic", ["blackbox_embeddings", "datalevel"], TINY,
-                               evaluator=out / "evaluator.pt", out=tmp_path / "none", progress=False)
+                               evaluator=out / "evaluator.pt", out=tmp_path / "none", progress=False,
+                               judges=("evaluator",))
     assert "skipped" in report2["attacks"]["datalevel"] and "top1" in report2["attacks"]["blackbox_embeddings"]
     # the exit code says whether anything was measured, and measured finitely (it was always 0)
     assert exit_status(report) == (0, "") and exit_status(report2) == (0, "")
@@ -85,7 +87,8 @@ def test_evaluate_privacy_errors(private_models, tmp_path) -> None:
     model = private_models["fixed"] / "fr_model.pt"
 
     def run(split, model=model, attacks=ATTACKS):
-        return evaluate_privacy(model, "synthetic", attacks, TINY, split=split, out=tmp_path / "out", progress=False)
+        return evaluate_privacy(model, "synthetic", attacks, TINY, split=split, out=tmp_path / "out", progress=False,
+                                judges=("evaluator",))
 
     (tmp_path / "junk.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match="not a readable FR model checkpoint"):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -35,8 +35,9 @@ from fr_models.trainer import atomic_torch_save, seeded
 from privacy.attacks._loop import Schedule, load_tagged, update
 from privacy.attacks.augment import random_augment
 from privacy.attacks.metrics import psnr, ssim
+from privacy.stats import bootstrap_interval, chance_levels
 
-__all__ = ["EvaluationClassifier", "EvaluatorNet", "attack_metrics", "privacy_score", "train_evaluator"]
+__all__ = ["EvaluationClassifier", "Judge", "EvaluatorNet", "attack_metrics", "privacy_score", "train_evaluator"]
 
 
 class _ResBlock(nn.Module):
@@ -82,6 +83,18 @@ class EvaluatorNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+class Judge(Protocol):
+    """What :func:`attack_metrics` asks of a judge (the in-house evaluator and the pretrained judge have it)."""
+
+    num_classes: int
+
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class EvaluationClassifier:
     """A trained evaluator and what it was trained on.
@@ -96,6 +109,7 @@ class EvaluationClassifier:
     image_size: tuple[int, int]
     class_names: list[str]
     val_accuracy: float = float("nan")
+    name: str = "in_house_evaluator"
 
     @property
     def num_classes(self) -> int:
@@ -118,6 +132,14 @@ class EvaluationClassifier:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, feature_dim)`` L2-normalised features, no gradients."""
         return F.normalize(self._run(images, "features"), dim=1)
+
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`logits` and :meth:`features` of ``images`` (what :func:`attack_metrics` asks of a judge)."""
+        return self.logits(images), self.features(images)
+
+    def describe(self) -> dict[str, Any]:
+        """What a report records of the judge: name, identities, held-out top-1 on the real private faces."""
+        return {"name": self.name, "identities": self.num_classes, "accuracy_on_private_faces": self.val_accuracy}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (load with :meth:`load`, ``weights_only=True``)."""
@@ -200,24 +222,31 @@ def train_evaluator(
 
 
 def attack_metrics(
-    evaluator: EvaluationClassifier,
+    evaluator: Judge,
     reconstructions: torch.Tensor,
     classes: torch.Tensor,
     private_images: torch.Tensor,
     private_labels: torch.Tensor,
     private_features: torch.Tensor | None = None,
-) -> dict[str, float]:
-    """Judge reconstructions: evaluator top-1/top-5, KNN feature distance, PSNR/SSIM to the closest private image.
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Judge reconstructions: top-1/top-5, KNN feature distance, PSNR/SSIM to the closest private image, each with
+    its bootstrap 95 % interval over the reconstructions.
 
-    :param evaluator: the trained evaluation classifier.
+    :param evaluator: the judge: the trained evaluation classifier or the pretrained judge
+        (:class:`privacy.attacks.pretrained.PretrainedJudge`); anything with ``logits_and_features``,
+        ``features``, ``num_classes`` and ``describe``.
     :param reconstructions: ``(M, C, H, W)`` attack outputs in ``[0, 1]``.
     :param classes: ``(M,)`` the private identity each one is meant to show.
     :param private_images: ``(N, C, H, W)`` the private images (the ground truth).
     :param private_labels: ``(N,)`` their identities.
     :param private_features: ``evaluator.features(private_images)``, if already computed (several attacks are
         judged against the same private images).
-    :return: ``top1``, ``top5``, ``chance_top1``, ``chance_top5``, ``top1_over_chance``, ``knn_dist``,
-        ``knn_dist_other``, ``psnr``, ``ssim``, ``num_reconstructions`` (means over reconstructions).
+    :param seed: the bootstrap's seed.
+    :return: ``top1``, ``top5``, ``chance_top1`` (uniform), ``chance_top5``, ``chance_majority`` (always naming the
+        most frequent attacked identity), ``top1_over_chance``, ``knn_dist``, ``knn_dist_other``, ``psnr``,
+        ``ssim`` (means over reconstructions), ``intervals`` (``[lo, hi]`` of each), ``num_reconstructions``,
+        ``attacked_identities`` and ``judge`` (its :meth:`describe`).
     """
     classes = torch.as_tensor(classes).long().cpu()
     private_labels = torch.as_tensor(private_labels).long().cpu()
@@ -232,9 +261,8 @@ def attack_metrics(
         raise ValueError(f"identities {missing[:5]} have no private image to compare the reconstructions with")
     rec = reconstructions.detach().float().cpu().clamp(0, 1)
     priv = private_images.float().cpu()
-    logits = evaluator.logits(rec)
+    logits, f_rec = evaluator.logits_and_features(rec)
     rank = (logits > logits.gather(1, classes.view(-1, 1))).sum(1)
-    f_rec = evaluator.features(rec)
     f_priv = evaluator.features(priv) if private_features is None else private_features.float().cpu()
     if f_priv.shape != (len(priv), f_rec.shape[1]):
         raise ValueError(f"private_features must be ({len(priv)}, {f_rec.shape[1]}), got {tuple(f_priv.shape)}")
@@ -249,13 +277,19 @@ def attack_metrics(
         i, j = chunk[:, 0], chunk[:, 1]
         best_psnr.scatter_reduce_(0, i, psnr(rec[i], priv[j]), "amax")
         best_ssim.scatter_reduce_(0, i, ssim(rec[i], priv[j]), "amax")
-    top1, top5 = float((rank < 1).float().mean()), float((rank < 5).float().mean())
+    per_item = {"top1": (rank < 1).double(), "top5": (rank < 5).double(), "knn_dist": knn_same.double(),
+                "psnr": best_psnr.double(), "ssim": best_ssim.double()}
+    intervals = {k: list(bootstrap_interval(v.numpy(), seed=seed)) for k, v in per_item.items()}
+    finite_other = torch.isfinite(knn_other)
+    top1 = float(per_item["top1"].mean())
     return {
-        "top1": top1, "top5": top5, "chance_top1": 1.0 / c, "chance_top5": min(1.0, 5.0 / c),
-        "top1_over_chance": top1 * c,
+        "top1": top1, "top5": float(per_item["top5"].mean()), "chance_top1": 1.0 / c, "chance_top5": min(1.0, 5.0 / c),
+        "chance_majority": chance_levels(classes.numpy(), c)["majority"], "top1_over_chance": top1 * c,
         "knn_dist": float(knn_same.mean()),
-        "knn_dist_other": float(knn_other[torch.isfinite(knn_other)].mean()) if torch.isfinite(knn_other).any() else float("nan"),
-        "psnr": float(best_psnr.mean()), "ssim": float(best_ssim.mean()), "num_reconstructions": int(len(rec)),
+        "knn_dist_other": float(knn_other[finite_other].mean()) if finite_other.any() else float("nan"),
+        "psnr": float(best_psnr.mean()), "ssim": float(best_ssim.mean()), "intervals": intervals,
+        "num_reconstructions": int(len(rec)), "attacked_identities": int(classes.unique().numel()),
+        "judge": evaluator.describe(),
     }
 
 
