@@ -67,6 +67,7 @@ from privacy.attacks import (
     unmix,
 )
 from privacy.attacks._loop import MIN_UPDATES, Schedule
+from privacy.attacks.clustering import cluster_restore
 from privacy.attacks.evaluator import Judge
 from privacy.attacks.pretrained import PretrainedJudge, load_dlib
 from privacy.stats import chance_levels
@@ -79,7 +80,8 @@ __all__ = ["DEFAULT_ATTACKS", "DEFAULT_JUDGES", "JUDGES", "AttackBudget", "data_
 JUDGES = ("pretrained", "evaluator")
 DEFAULT_JUDGES = JUDGES
 
-DEFAULT_ATTACKS = ("whitebox_vae", "whitebox_pixels", "blackbox_scores", "blackbox_embeddings", "datalevel")
+DEFAULT_ATTACKS = ("whitebox_vae", "whitebox_pixels", "blackbox_scores", "blackbox_embeddings", "datalevel",
+                   "datalevel_cluster")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,9 @@ class AttackBudget:
     :param grid_identities: rows of the reconstruction grid.
     :param mix_k: k of the data-level attack (``None``: the model's own: 1 for mask-only, its k for fixed, its k
         set for random / policy).
+    :param observed_epochs: training passes whose encodings the clustering attack (``datalevel_cluster``) sees.
+    :param judged_per_identity: reconstructions judged per identity, drawn at random (seeded) where an attack made
+        more (``None``: all); dlib's judge costs about 0.14 s a face, and a data-level attack makes one per face.
     """
 
     identities: int | None = None
@@ -114,11 +119,13 @@ class AttackBudget:
     judge_min_updates: int | None = None
     grid_identities: int = 8
     mix_k: tuple[int, ...] | None = None
+    observed_epochs: int = 10
+    judged_per_identity: int | None = 4
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("identities", "judge_min_updates", "mix_k") and value is None:
+            if f.name in ("identities", "judge_min_updates", "mix_k", "judged_per_identity") and value is None:
                 continue
             if f.name == "mix_k":
                 object.__setattr__(self, "mix_k", tuple(int(k) for k in value))
@@ -293,6 +300,13 @@ class _Attacker:
         weights = data_level_weights(card, ks) if b.mix_k is None else None
         mix = defence_mix(ks, weights)
         transform = self.target.transform  # the white-box transform the model carries
+        if attack == "datalevel_cluster":
+            decoder = train_unmixer(self.x_pub, transform, defence_mix([1]), schedule=self.schedule(b.unmix_epochs))
+            with torch.no_grad():
+                mean = transform(self.x_pub.to(self.device)).mean(0)
+            res = cluster_restore(self.x_judged.to(self.device), self.y_judged, transform, mix, decoder, mean,
+                                  b.observed_epochs, seed=self.seed + 1)
+            return res, {"threat_model": "data-level (training run)", "k_values": ks, "k_weights": weights, **res.info}
         unmixer = train_unmixer(self.x_pub, transform, mix, schedule=self.schedule(b.unmix_epochs))
         observed, dominant, weight = observe_mixes(self.x_judged.to(self.device), transform, mix, seed=self.seed + 1)
         res = unmix(unmixer, observed, self.y_judged[dominant.cpu()])
@@ -412,15 +426,32 @@ def _run_attacks(attacker: _Attacker, attacks: Sequence[str], panel: dict[str, t
             print(f"  {attack}: skipped ({outcome.split(':')[0]})")
             continue
         res, extra = outcome
+        made = len(res.classes)
+        res = _per_identity(res, attacker.budget.judged_per_identity, attacker.seed)
         by_judge = {name: attack_metrics(j, res.images, res.classes, attacker.x_judged, attacker.y_judged,
                                          f_judged[name], seed=attacker.seed) for name, (j, _) in panel.items()}
         m = next(iter(by_judge.values()))
-        results[attack] = {**m, "judges": by_judge, "seconds": time.perf_counter() - t0,
+        results[attack] = {**m, "judges": by_judge, "made": made, "judged": len(res.classes),
+                           "seconds": time.perf_counter() - t0,
                            "peak_rss_mb": peak_rss_mib(), **extra}
         shown[attack] = _grid_cells(res, grid_ids)
         print(f"  {attack}: top-1 {m['top1']:.3f} ({m['top1_over_chance']:.1f}x chance), top-5 {m['top5']:.3f}, "
               f"{results[attack]['seconds']:.0f} s", flush=True)
     return results, shown
+
+
+def _per_identity(res: InversionResult, n: int | None, seed: int) -> InversionResult:
+    """At most ``n`` reconstructions per identity, drawn at random (seeded; in their order), the rest dropped."""
+    if n is None or int(torch.bincount(res.classes).max()) <= n:
+        return res
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.rand(len(res.classes), generator=gen)
+    keep = torch.zeros(len(res.classes), dtype=torch.bool)
+    for c in res.classes.unique():
+        idx = (res.classes == c).nonzero().squeeze(1)
+        keep[idx[keys[idx].argsort()[:n]]] = True
+    return dataclasses.replace(res, images=res.images[keep], classes=res.classes[keep],
+                               target_confidence=res.target_confidence[keep])
 
 
 def _write_reconstructions(out: Path, real: torch.Tensor, shown: dict[str, torch.Tensor], rows: list[str],

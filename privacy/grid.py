@@ -76,7 +76,7 @@ GRID_DEFENCES: dict[str, DefenceSpec] = {
 }
 FIXED = tuple(f"fixed{k}" for k in range(2, 7))
 MODEL_ATTACKS = ("whitebox_vae", "whitebox_eigenface", "whitebox_pixels", "blackbox_scores", "blackbox_embeddings")
-ATTACKS = (*MODEL_ATTACKS, "datalevel")
+ATTACKS = (*MODEL_ATTACKS, "datalevel", "datalevel_cluster")
 HEADLINE = "whitebox_vae"
 #: the grid's attacks; the evaluator and the prior are trained once per data set (by its first cell) and judge
 #: every cell: the cells' small min_updates keeps the per-cell attack networks fast, but would leave the judges of

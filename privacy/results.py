@@ -271,8 +271,9 @@ def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, 
              f"{any_cell['utility']['updates']} updates per model; attacks on {any_cell['attacked_identities']} "
              f"identities; {_judge_line(any_cell)}.")
     L.append("")
+    attacks = [a for a in ATTACKS if any(a in c["attacks"] for d in defences.values() for c in d["cells"])]
     head = ["defence", "seeds", "top-1"] + (["LFW verif. (unseen)"] if lfw else []) + \
-           [f"{a} top-1" for a in ATTACKS] + ["privacy (model)", "privacy (all)", "notes"]
+           [f"{a} top-1" for a in attacks] + ["privacy (model)", "privacy (all)", "notes"]
     L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in _order(defences):
         d = defences[name]
@@ -280,7 +281,7 @@ def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, 
         row = [name, str(len(cs)), _ms(d["top1"])]
         if lfw:
             row.append(_ms([c["utility"].get("lfw_verification_unseen_identities", np.nan) for c in cs]))
-        row += [_ms([c["attacks"][a]["top1"] for c in cs if a in c["attacks"]]) for a in ATTACKS]
+        row += [_ms([c["attacks"][a]["top1"] for c in cs if a in c["attacks"]]) for a in attacks]
         row += [_ms(d["privacy_model"]), _ms(d["privacy_all"])]
         notes = []
         if d["mean_k"]:

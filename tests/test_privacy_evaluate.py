@@ -62,6 +62,12 @@ def test_evaluate_privacy_runs_every_attack(private_models, tmp_path, monkeypatc
         assert {"top1", "top5", "knn_dist", "psnr", "ssim", "seconds", "peak_rss_mb"} <= set(m), name
         assert m["chance_top1"] == pytest.approx(1 / 14) and 0 <= m["top1"] <= m["top5"] <= 1
     assert saved["attacks"]["datalevel"]["k_values"] == [3]  # the model's own k
+    cluster = saved["attacks"]["datalevel_cluster"]  # the whole training run's encodings, clustered per face
+    assert cluster["k_values"] == [3] and cluster["observed_epochs"] == TINY.observed_epochs
+    assert cluster["clusters"] >= 2 and 0 < cluster["cluster_purity"] <= 1
+    for m in saved["attacks"].values():  # at most judged_per_identity reconstructions judged per identity
+        assert m["num_reconstructions"] <= TINY.judged_per_identity * m["attacked_identities"]
+    assert saved["attacks"]["datalevel"]["made"] > saved["attacks"]["datalevel"]["judged"]
     assert saved["attacks"]["blackbox_scores"]["queries"] == 4 * saved["public_images"]
     assert saved["utility"]["top1"] >= 0 and (out / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "evaluator.pt").is_file()

