@@ -406,8 +406,13 @@ def evaluate_privacy(
     atomic_write(out / "privacy.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     if shown:
         real = torch.stack([x_priv[(y_priv == c).nonzero()[0, 0]] for c in grid_ids])
+        first_name, (first, _) = next(iter(panel.items()))
+        verdicts = _verdicts(first, shown, grid_ids, names)
+        report["grid"] = {"identities": [names[c] for c in grid_ids], "judge": first_name, "verdicts": verdicts}
+        atomic_write(out / "privacy.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
         _write_reconstructions(out, real, shown, [names[c] for c in grid_ids],
-                               f"{Path(faces.source).stem}: defence {card.defence}, {card.input} model")
+                               f"{Path(faces.source).stem}: defence {card.defence}, {card.input} model; "
+                               f"under each face the {first_name} judge's verdict", verdicts)
     return report
 
 
@@ -454,10 +459,26 @@ def _per_identity(res: InversionResult, n: int | None, seed: int) -> InversionRe
                                target_confidence=res.target_confidence[keep])
 
 
+def _verdicts(judge: Judge, shown: dict[str, torch.Tensor], grid_ids: torch.Tensor,
+              names: list[str]) -> dict[str, list[str]]:
+    """Per attack, per grid identity: ``"= <identity>"`` where the judge names the reconstruction's own identity,
+    ``"≠ <whom it names>"`` where not, ``""`` where the attack made no reconstruction of it."""
+    out: dict[str, list[str]] = {}
+    for attack, imgs in shown.items():
+        ok = torch.isfinite(imgs.flatten(1)).all(1)
+        labels = [""] * len(imgs)
+        if bool(ok.any()):
+            pred = judge.logits_and_features(imgs[ok])[0].argmax(1)
+            for r, p in zip(ok.nonzero().squeeze(1).tolist(), pred.tolist()):
+                labels[r] = f"= {names[p]}" if p == int(grid_ids[r]) else f"≠ {names[p]}"
+        out[attack] = labels
+    return out
+
+
 def _write_reconstructions(out: Path, real: torch.Tensor, shown: dict[str, torch.Tensor], rows: list[str],
-                           title: str) -> None:
+                           title: str, verdicts: dict[str, list[str]] | None = None) -> None:
     """``reconstructions.png`` (real faces beside each attack's) and the same images as uint8 arrays."""
-    plot_reconstruction_grid(real, shown, rows, out / "reconstructions.png", title)
+    plot_reconstruction_grid(real, shown, rows, out / "reconstructions.png", title, verdicts)
     as_uint8 = {name: (imgs.nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
                 for name, imgs in {"real": real, **shown}.items()}
     atomic_write(out / "reconstructions.npz", lambda tmp: np.savez_compressed(tmp, **as_uint8))

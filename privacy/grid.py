@@ -38,7 +38,7 @@ from privacy.defences import DefenceSpec, PolicySpec, train_fr_model
 from privacy.evaluate import JUDGES, AttackBudget, evaluate_privacy
 
 __all__ = ["ATTACKS", "DATASETS", "FIXED", "GRID_ATTACKS", "GRID_DEFENCES", "HEADLINE", "MODEL_ATTACKS", "POLICIES",
-           "QUICK_AGENT", "QUICK_ATTACKS", "AgentBudget", "Cell", "CellStore", "DataSettings", "GridConfig",
+           "SHOWN", "QUICK_AGENT", "QUICK_ATTACKS", "AgentBudget", "Cell", "CellStore", "DataSettings", "GridConfig",
            "decode_thumbnails", "run_cell", "run_grid", "settings_hash", "thumbnails"]
 
 
@@ -86,7 +86,8 @@ GRID_ATTACKS = AttackBudget(identities=20, steps=100, restarts=2, views=2, decod
                             grid_identities=4)
 QUICK_ATTACKS = AttackBudget(identities=10, steps=30, restarts=1, views=2, decoder_epochs=2, unmix_epochs=2,
                              min_updates=60, evaluator_epochs=5, prior_epochs=5, grid_identities=4)
-THUMB = 28  # side of the reconstruction thumbnails kept in the cells
+THUMB = 64  # side of the reconstruction thumbnails kept in the cells (28 until the pretrained judge: too small)
+SHOWN = (HEADLINE, "datalevel", "datalevel_cluster")  # the attacks whose reconstructions the report shows
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,9 @@ def _cell_figures(metrics: dict[str, Any], report: dict[str, Any], shown_path: P
         "judge_top1": next(iter(report["judges"].values()))["accuracy_on_private_faces"],
         "attacked_identities": report["attacked_identities"],
         "private_identities": report["private_identities"],
-        "thumbnails": {name: thumbnails(shown[name], n) for name in (HEADLINE, "datalevel") if name in shown.files},
+        "thumbnails": {name: thumbnails(shown[name], n) for name in SHOWN if name in shown.files},
+        "thumbnail_verdicts": {name: v for name, v in report.get("grid", {}).get("verdicts", {}).items()
+                               if name in SHOWN},
         "real_thumbnails": thumbnails(shown["real"], n),
         "thumbnail_size": THUMB,
     }

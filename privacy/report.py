@@ -43,21 +43,25 @@ def plot_reconstruction_grid(
     row_names: Sequence[str],
     path: str | os.PathLike[str],
     title: str = "",
+    verdicts: dict[str, Sequence[str]] | None = None,
 ) -> Path:
-    """A grid: per identity (row), a real private face, then each attack's reconstruction (columns).
+    """A grid: per identity (row), a real private face, then each attack's reconstruction (columns), each face
+    about 2 cm across (at the images' own resolution up to 128 pixels), with the judge's verdict under it.
 
     :param real: ``(R, C, H, W)`` one real face per row.
     :param columns: attack name -> ``(R, C, H, W)`` reconstructions (a row of NaNs leaves the cell empty).
     :param row_names: one label per row.
     :param path: the PNG to write.
     :param title: figure title.
+    :param verdicts: attack name -> one label per row, written under the reconstruction (``"= name"``: the judge
+        names the right identity, in green; anything else in red).
     """
     from matplotlib.figure import Figure
 
     names = ["real (private)", *columns]
     cols = [real, *columns.values()]
     rows = len(real)
-    fig = Figure(figsize=(1.4 * len(names) + 1.2, 1.45 * rows + 0.6))
+    fig = Figure(figsize=(1.9 * len(names) + 1.2, 2.1 * rows + 0.8))
     axes = fig.subplots(rows, len(names), squeeze=False)
     for r in range(rows):
         for c, (name, imgs) in enumerate(zip(names, cols)):
@@ -72,10 +76,13 @@ def plot_reconstruction_grid(
                 ax.set_title(name, fontsize=8)
             if c == 0:
                 ax.set_ylabel(str(row_names[r])[:18], fontsize=7)
+            label = (verdicts or {}).get(name, [""] * rows)[r] if c > 0 else ""
+            if label:
+                ax.set_xlabel(label[:22], fontsize=7, color="green" if label.startswith("=") else "firebrick")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=72))
 
 
 def plot_pareto(

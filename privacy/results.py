@@ -28,7 +28,7 @@ from privacy.grid import (
     GRID_DEFENCES,
     HEADLINE,
     POLICIES,
-    THUMB,
+    SHOWN,
     CellStore,
     DataSettings,
     decode_thumbnails,
@@ -139,7 +139,8 @@ def policy_habit(dist: dict[str, float], mean_k: float) -> str:
 
 
 def grid_figure(data: str, defences: dict[str, dict[str, Any]], path: Path) -> Path | None:
-    """Reconstructions of seed 0: per defence a row of the headline attack's and the data-level attack's images."""
+    """Reconstructions of seed 0: per defence a row of the shown attacks' images (the headline white-box attack,
+    the per-mix and the clustering data-level attacks), each with its judge's verdict where the cell has one."""
     from matplotlib.figure import Figure
 
     rows = [(n, next((c for c in defences[n]["cells"] if c["settings"]["seed"] == min(defences[n]["seeds"])), None))
@@ -147,25 +148,34 @@ def grid_figure(data: str, defences: dict[str, dict[str, Any]], path: Path) -> P
     rows = [(n, c) for n, c in rows if c and c.get("thumbnails")]
     if not rows:
         return None
-    real = decode_thumbnails(rows[0][1]["real_thumbnails"], rows[0][1].get("thumbnail_size", THUMB))
-    n = len(real)
-    fig = Figure(figsize=(2 * n * 0.75 + 1.5, (len(rows) + 1) * 0.8 + 0.6))
-    axes = fig.subplots(len(rows) + 1, 2 * n, squeeze=False)
+    side = rows[0][1].get("thumbnail_size", 28)
+    real = decode_thumbnails(rows[0][1]["real_thumbnails"], side)
+    shown = [a for a in SHOWN if any(a in c["thumbnails"] for _, c in rows)]
+    n, cell = len(real), 0.75 if side <= 28 else 1.3  # inches per face
+    fig = Figure(figsize=(len(shown) * n * cell + 1.5, (len(rows) + 1) * (cell + 0.25) + 0.6))
+    axes = fig.subplots(len(rows) + 1, len(shown) * n, squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    for j in range(n):
-        axes[0][j].imshow(real[j], cmap="gray", vmin=0, vmax=255)
-        axes[0][n + j].imshow(real[j], cmap="gray", vmin=0, vmax=255)
+    titles = {HEADLINE: f"{HEADLINE} (white-box + prior)", "datalevel": "datalevel (per mix)",
+              "datalevel_cluster": "datalevel_cluster (training run)"}
+    for block, attack in enumerate(shown):
+        axes[0][block * n].set_title(titles.get(attack, attack), fontsize=7, loc="left")
+        for j in range(n):
+            axes[0][block * n + j].imshow(real[j], cmap="gray", vmin=0, vmax=255)
     axes[0][0].set_ylabel("real", fontsize=7)
-    axes[0][0].set_title(f"{HEADLINE} (white-box + prior)", fontsize=7, loc="left")
-    axes[0][n].set_title("datalevel (server sees inputs)", fontsize=7, loc="left")
     for r, (name, c) in enumerate(rows, start=1):
         axes[r][0].set_ylabel(name, fontsize=7)
-        for block, attack in enumerate((HEADLINE, "datalevel")):
-            if attack in c["thumbnails"]:
-                for j, img in enumerate(decode_thumbnails(c["thumbnails"][attack], c.get("thumbnail_size", THUMB))):
-                    axes[r][block * n + j].imshow(img, cmap="gray", vmin=0, vmax=255)
+        for block, attack in enumerate(shown):
+            if attack not in c["thumbnails"]:
+                continue
+            verdicts = c.get("thumbnail_verdicts", {}).get(attack, [])
+            for j, img in enumerate(decode_thumbnails(c["thumbnails"][attack], c.get("thumbnail_size", side))):
+                ax = axes[r][block * n + j]
+                ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+                if j < len(verdicts) and verdicts[j]:
+                    ax.set_xlabel(verdicts[j][:14], fontsize=6,
+                                  color="green" if verdicts[j].startswith("=") else "firebrick")
     fig.suptitle(f"{data}: reconstructions of the first {n} attacked private identities (seed 0)", fontsize=8)
     fig.tight_layout()
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80))

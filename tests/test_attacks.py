@@ -290,3 +290,19 @@ def test_small_sets_get_a_minimum_number_of_updates() -> None:
     assert len(batches) == 6 and all(len(b) == 4 for b in batches)
     assert all(len(set(b.tolist())) == 4 for b in batches)  # no face twice in one batch
     assert len(list(minibatches(10, 4, 1, torch.Generator().manual_seed(0), "t", min_updates=7))) == 7
+
+
+def test_ssim_and_psnr_equal_scikit_images_reference() -> None:
+    """The batched torch SSIM/PSNR are scikit-image's (Wang et al. 2004: Gaussian window sigma 1.5, population
+    covariance, valid windows) on the same images; benchmarks/similarity.py times them side by side."""
+    metrics = pytest.importorskip("skimage.metrics", reason="needs scikit-image (the test extra)")
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 3, 40, 36, generator=g)
+    y = (x + 0.15 * torch.randn(4, 3, 40, 36, generator=g)).clamp(0, 1)
+    ref_ssim = [metrics.structural_similarity(x[i].double().numpy(), y[i].double().numpy(), channel_axis=0,
+                                              gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                              data_range=1.0) for i in range(4)]
+    ref_psnr = [metrics.peak_signal_noise_ratio(x[i].double().numpy(), y[i].double().numpy(), data_range=1.0)
+                for i in range(4)]
+    assert torch.allclose(ssim(x, y).double(), torch.tensor(ref_ssim, dtype=torch.float64), atol=2e-5)
+    assert torch.allclose(psnr(x, y).double(), torch.tensor(ref_psnr, dtype=torch.float64), atol=1e-3)

@@ -70,6 +70,10 @@ def test_evaluate_privacy_runs_every_attack(private_models, tmp_path, monkeypatc
     assert saved["attacks"]["datalevel"]["made"] > saved["attacks"]["datalevel"]["judged"]
     assert saved["attacks"]["blackbox_scores"]["queries"] == 4 * saved["public_images"]
     assert saved["utility"]["top1"] >= 0 and (out / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
+    grid = saved["grid"]  # the picture's rows, and the judge's verdict on each shown reconstruction
+    assert grid["judge"] == "evaluator" and len(grid["identities"]) == 3
+    assert set(grid["verdicts"]) == set(ATTACKS) and all(v == "" or v[:2] in ("= ", "≠ ")
+                                                           for vs in grid["verdicts"].values() for v in vs)
     assert (out / "evaluator.pt").is_file()
 
     # A second model on the same split reuses the evaluator; the pixel model skips the data-level attack.
