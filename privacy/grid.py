@@ -66,6 +66,7 @@ POLICY_ENV_IDS: dict[str, str] = {"reinforce": "mixup_env/FrequencyMixupPerSampl
 POLICIES = tuple(POLICY_ENV_IDS)
 #: the grid's defences by name (every one trains the same backbone on the same private split as long)
 GRID_DEFENCES: dict[str, DefenceSpec] = {
+    "pixel": DefenceSpec("none"),  # the undefended model on pixels (the white-box sanity check's target)
     "none": DefenceSpec("dct"),
     "mask": DefenceSpec("mask"),
     **{f"fixed{k}": DefenceSpec("fixed", k=k) for k in range(2, 7)},

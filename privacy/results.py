@@ -21,6 +21,7 @@ from fr_models.system import versions
 from fr_models.trainer import atomic_write
 from privacy.attacks._loop import MIN_UPDATES
 from privacy.defences import DefenceSpec
+from privacy.stats import bootstrap_interval, matched_privacy
 from privacy.grid import (
     ATTACKS,
     DATASETS,
@@ -64,6 +65,79 @@ def summarise(cells: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]
             d["privacy_all"] = [c["privacy_all"] for c in cs]
             d["mean_k"] = [c["mean_k"] for c in cs if "mean_k" in c]
     return out
+
+
+#: The sanity checks of every grid run: (name, data set or None for every one, defence, attacks (the strongest
+#: counts), threshold on the pretrained judge's top-1, what it shows).
+SANITY_CHECKS: tuple[tuple[str, str | None, str, tuple[str, ...], float, str], ...] = (
+    ("data-level attack on all channels, k = 1", None, "none", ("datalevel",), 0.90,
+     "the input is an orthonormal transform of the face: the attack must recover nearly every face"),
+    ("strongest white-box attack on the undefended pixel model", "lfw", "pixel",
+     ("whitebox_vae", "whitebox_eigenface", "whitebox_pixels"), 0.50,
+     "an attack too weak to break an undefended model cannot tell defences apart"),
+)
+
+
+def sanity_checks(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The :data:`SANITY_CHECKS` on the cells, per data set they apply to: the measured figure (mean over seeds of
+    the strongest listed attack's top-1 by the pretrained judge) and whether it reaches the threshold
+    (``passed`` is ``None`` where the cells hold no such defence or no pretrained judge's figures)."""
+    table = summarise(cells)
+    out = []
+    for name, only, defence, attacks, threshold, why in SANITY_CHECKS:
+        for data in [only] if only else list(table):
+            cs = table.get(data, {}).get(defence, {}).get("cells", [])
+            values = [max(c["attacks"][a]["judges"]["pretrained"]["top1"] for a in attacks if a in c["attacks"]
+                          and "pretrained" in c["attacks"][a].get("judges", {})) for c in cs
+                      if any("pretrained" in c["attacks"].get(a, {}).get("judges", {}) for a in attacks)]
+            measured = float(np.mean(values)) if values else None
+            out.append({"check": name, "data": data, "defence": defence, "threshold": threshold, "why": why,
+                        "measured": measured, "seeds": len(values),
+                        "passed": None if measured is None else measured >= threshold})
+    return out
+
+
+def matched_gains(defences: dict[str, dict[str, Any]], privacy: str = "privacy_model") -> dict[str, dict[str, Any]]:
+    """Privacy at matched accuracy: per defence (other than fixed k) and seed, its privacy minus the privacy of
+    the fixed-k frontier of the same seed at its accuracy (:func:`privacy.stats.matched_privacy`), so a defence
+    that is "more private" only because it learned less gains nothing. Seeds whose accuracy lies outside the
+    fixed-k frontier's range give no figure.
+
+    :return: defence -> ``gains`` (per seed with a figure), ``mean``, ``interval`` (bootstrap 95 % over seeds;
+        ``None`` with fewer than 2) and ``outside`` (seeds out of the frontier's range).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, d in defences.items():
+        if name in FIXED:
+            continue
+        gains, outside = [], 0
+        for c in d["cells"]:
+            seed = c["settings"]["seed"]
+            fixed = [f for k in FIXED for f in defences.get(k, {}).get("cells", []) if f["settings"]["seed"] == seed]
+            if not fixed:
+                continue
+            at = matched_privacy([f["utility"]["top1"] for f in fixed], [f[privacy] for f in fixed], c["utility"]["top1"])
+            if np.isnan(at):
+                outside += 1
+            else:
+                gains.append(c[privacy] - at)
+        out[name] = {"gains": gains, "outside": outside, "mean": float(np.mean(gains)) if gains else None,
+                     "interval": list(bootstrap_interval(gains)) if len(gains) > 1 else None}
+    return out
+
+
+def _gain_text(g: dict[str, Any]) -> str:
+    if g["mean"] is None:
+        return "–"
+    iv = f" ({g['interval'][0]:+.3f} to {g['interval'][1]:+.3f})" if g["interval"] else ""
+    return f"{g['mean']:+.3f}{iv}"
+
+
+def _check_row(c: dict[str, Any]) -> str:
+    """A row of the report's sanity-check table."""
+    measured = "not measured" if c["measured"] is None else f"{c['measured']:.3f} ({c['seeds']} seeds)"
+    word = "not measured" if c["passed"] is None else ("passed" if c["passed"] else "**FAILED**")
+    return f"| {c['check']} | {c['data']} | {c['defence']} | {measured} | >= {c['threshold']:.2f} | {word} |"
 
 
 def _order(defences: dict[str, Any]) -> list[str]:
@@ -221,7 +295,13 @@ def write_report(store: CellStore, report: str | Path, data_settings: Mapping[st
         section, brief_line = _dataset_section(data, table[data], img, rel)
         L += section
         brief.append(brief_line)
-    L[brief_at:brief_at] = ["## Verdict in brief", "",
+    checks = sanity_checks(cells)
+    L[brief_at:brief_at] = ["## Sanity checks", "",
+                            "Each asks whether the attacks are strong enough to see what the page compares (top-1 "
+                            "by the pretrained judge, mean over seeds; `privacy.results.SANITY_CHECKS`).", "",
+                            "| check | data set | defence | measured | needed | |", "|---|---|---|---|---|---|",
+                            *[_check_row(c) for c in checks], "",
+                            "## Verdict in brief", "",
                             "Computed from the tables below (privacy against the model-inversion attacks; 'matched "
                             "accuracy' = a fixed k at least as accurate, within the policy's spread over seeds or "
                             "one point of top-1; 'beats' = more private by more than the seeds' spread). Why a policy "
@@ -315,6 +395,17 @@ def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, 
     brief = (f"- **{data}**: Pareto-dominated: {', '.join(found['dominated']) or 'none'}. Adaptive policies against "
              "the best fixed k at matched accuracy: " + (", ".join(
                  f"{p} {o}" for p, o in found["policies"].items()) or "no policy run") + ".")
+    model, every = matched_gains(defences), matched_gains(defences, "privacy_all")
+    if model:
+        L += ["**Privacy at matched accuracy.** Each defence's privacy minus that of the fixed-k frontier (the "
+              "fixed k = 2..6 cells of the same seed, interpolated) at the defence's own top-1: > 0 is more private "
+              "than fixed mixing at the same utility. Mean over seeds with its bootstrap 95 % interval; seeds whose "
+              "top-1 lies outside the fixed-k range have no figure.", "",
+              "| defence | gain in privacy (model) | gain in privacy (all) | seeds outside the range |",
+              "|---|---|---|---|"]
+        L += [f"| {n} | {_gain_text(model[n])} | {_gain_text(every[n])} | {model[n]['outside']} |"
+              for n in _order(model)]
+        L.append("")
     L += ["<details><summary>Every attack's metrics (means over seeds)</summary>", "",
           "| defence | attack | top-1 | top-5 | × chance | KNN own / other | PSNR | SSIM |",
           "|---|---|---|---|---|---|---|---|"]

@@ -116,3 +116,43 @@ def test_verdict_names_dominated_defences_and_compares_policies_at_matched_accur
     assert "accuracy, fixed6 (top-1 0.252, privacy 0.802" in lines[2]
     assert "collapsed to one k: k = 6 for 97% of the faces" in lines[2]
     assert "**ppo** (top-1 0.407, privacy 0.702) **beats** the best fixed k at matched accuracy, fixed2" in lines[3]
+
+
+def test_sanity_checks_read_the_pretrained_judges_figures_from_the_cells():
+    from privacy.results import sanity_checks
+
+    def cell(data, defence, seed, attacks):
+        return {"settings": {"data": data, "defence": defence, "seed": seed}, "utility": {"top1": 0.5},
+                "privacy_model": 0.5, "privacy_all": 0.5,
+                "attacks": {a: {"top1": t, "judges": {"pretrained": {"top1": t}}} for a, t in attacks.items()}}
+
+    cells = [cell("lfw", "none", 0, {"datalevel": 0.95}), cell("lfw", "none", 1, {"datalevel": 0.89}),
+             cell("lfw", "pixel", 0, {"whitebox_vae": 0.2, "whitebox_pixels": 0.6}),
+             cell("att_faces", "none", 0, {"datalevel": 0.5})]
+    got = {(c["data"], c["defence"]): c for c in sanity_checks(cells)}
+    assert got[("lfw", "none")]["measured"] == pytest.approx(0.92) and got[("lfw", "none")]["passed"] is True
+    assert got[("att_faces", "none")]["passed"] is False  # 0.5 < 0.90
+    assert got[("lfw", "pixel")]["measured"] == pytest.approx(0.6)  # the strongest white-box attack counts
+    # judged by the in-house evaluator only: not measured, neither passed nor failed
+    old = [{**cells[0], "attacks": {"datalevel": {"top1": 0.95}}}]
+    assert [c["passed"] for c in sanity_checks(old)] == [None, None]
+
+
+def test_matched_gains_compare_at_the_fixed_k_frontiers_accuracy_seed_by_seed():
+    from privacy.results import matched_gains, summarise
+
+    def cell(defence, seed, top1, priv):
+        return {"settings": {"data": "lfw", "defence": defence, "seed": seed}, "utility": {"top1": top1},
+                "privacy_model": priv, "privacy_all": priv, "attacks": {}}
+
+    cells = []
+    for seed in (0, 1, 2):  # the fixed-k frontier of each seed: privacy 0.9 - accuracy
+        cells += [cell(f"fixed{k}", seed, a, 0.9 - a) for k, a in zip(range(2, 7), (0.6, 0.5, 0.4, 0.3, 0.2))]
+    cells += [cell("ppo", s, 0.4, 0.6) for s in (0, 1, 2)]  # 0.1 above the frontier at its accuracy
+    cells += [cell("dpsgd", s, 0.1, 0.95) for s in (0, 1, 2)]  # more private, but learned less than any fixed k
+    cells += [cell("random", 0, 0.45, 0.40), cell("random", 1, 0.55, 0.40)]  # below the frontier
+    g = matched_gains(summarise(cells)["lfw"])
+    assert g["ppo"]["mean"] == pytest.approx(0.1) and g["ppo"]["gains"] == pytest.approx([0.1] * 3)
+    assert g["ppo"]["interval"] == pytest.approx([0.1, 0.1])
+    assert g["dpsgd"]["mean"] is None and g["dpsgd"]["outside"] == 3  # no figure: never seen at that utility
+    assert g["random"]["gains"] == pytest.approx([-0.05, 0.05]) and "fixed2" not in g
