@@ -130,6 +130,9 @@ class GridConfig:
     :param data_settings: per data set name, its :class:`DataSettings`.
     :param defence_specs: per defence name, its :class:`~privacy.defences.DefenceSpec`.
     :param progress: show progress bars.
+    :param judges: who judges the attacks (:data:`privacy.evaluate.JUDGES`; the first heads the figures).
+    :param recalibrate_norms: re-estimate the models' batch-norm statistics on clean faces after training (what
+        the ``real`` recipe's figures assume; ``False`` for ``legacy``, as the committed grid was computed).
     """
 
     datasets: tuple[str, ...]
@@ -144,6 +147,7 @@ class GridConfig:
     defence_specs: Mapping[str, DefenceSpec] = field(default_factory=lambda: dict(GRID_DEFENCES))
     progress: bool = True
     judges: tuple[str, ...] = JUDGES
+    recalibrate_norms: bool = False
 
     def __post_init__(self) -> None:
         for name in ("datasets", "defences", "seeds", "judges"):
@@ -175,7 +179,7 @@ class GridConfig:
         s = {"data": cell.data, "defence": cell.defence, "seed": cell.seed,
              "train": dataclasses.asdict(self.data(cell.data)), "recipe": self.recipe,
              "defence_spec": self.defence_specs[cell.defence].as_dict(), "attacks": self.attack.as_dict(),
-             "judges": list(self.judges), "identity_split_seed": 0}
+             "judges": list(self.judges), "recalibrate_norms": self.recalibrate_norms, "identity_split_seed": 0}
         if cell.defence in POLICIES:
             s["agent"] = dataclasses.asdict(self.agent)
         return s
@@ -248,7 +252,7 @@ def train_agent(config: GridConfig, cell: Cell, path: Path) -> float:
     assert spec is not None
     kwargs = dict(data=faces.subset(private_idx), image_size=s.image_size, episode_steps=config.agent.episode_steps,
                   eval_every=config.agent.episode_steps, hflip=True, split_seed=cell.seed, recipe=config.recipe,
-                  storage="float32", recalibrate_norms=False)
+                  storage="float32", recalibrate_norms=config.recalibrate_norms)
     t0 = time.perf_counter()
     if spec.algo == "reinforce":
         agent = Reinforce(gym.make(spec.env_id, **kwargs), seed=cell.seed)
@@ -287,7 +291,8 @@ def run_cell(config: GridConfig, cell: Cell) -> dict[str, Any]:
     recipe = get_recipe(config.recipe).replace(epochs=s.epochs, hflip=True, image_size=s.image_size)
     t0 = time.perf_counter()
     metrics = train_fr_model(load_faces(cell.data), spec, recipe, out, seed=cell.seed, split_seed=0,
-                             public_fraction=s.public_fraction, recalibrate_norms=False, progress=config.progress)
+                             public_fraction=s.public_fraction, recalibrate_norms=config.recalibrate_norms,
+                             progress=config.progress)
     record["train_seconds"] = round(time.perf_counter() - t0, 1)
     ev_path, prior_path, gallery = judge_paths(config, cell.data)
     t0 = time.perf_counter()

@@ -133,14 +133,14 @@ def _gain_text(g: dict[str, Any]) -> str:
     return f"{g['mean']:+.3f}{iv}"
 
 
-def _check_row(c: dict[str, Any]) -> str:
+def check_row(c: dict[str, Any]) -> str:
     """A row of the report's sanity-check table."""
     measured = "not measured" if c["measured"] is None else f"{c['measured']:.3f} ({c['seeds']} seeds)"
     word = "not measured" if c["passed"] is None else ("passed" if c["passed"] else "**FAILED**")
     return f"| {c['check']} | {c['data']} | {c['defence']} | {measured} | >= {c['threshold']:.2f} | {word} |"
 
 
-def _order(defences: dict[str, Any]) -> list[str]:
+def defence_order(defences: dict[str, Any]) -> list[str]:
     known = list(GRID_DEFENCES)
     return sorted(defences, key=lambda d: known.index(d) if d in known else len(known))
 
@@ -152,7 +152,7 @@ def verdict(data: str, defences: dict[str, dict[str, Any]], collect: dict[str, A
         ``ties``, ``less private`` or ``more accurate than every fixed k``) for the summary at the top."""
     collect = {} if collect is None else collect
     collect["policies"] = {}
-    names = _order(defences)
+    names = defence_order(defences)
     mean = {n: (float(np.mean(defences[n]["top1"])), float(np.mean(defences[n]["privacy_model"]))) for n in names}
     std = {n: (float(np.std(defences[n]["top1"], ddof=1)) if len(defences[n]["top1"]) > 1 else 0.0,
                float(np.std(defences[n]["privacy_model"], ddof=1)) if len(defences[n]["top1"]) > 1 else 0.0)
@@ -218,7 +218,7 @@ def grid_figure(data: str, defences: dict[str, dict[str, Any]], path: Path) -> P
     from matplotlib.figure import Figure
 
     rows = [(n, next((c for c in defences[n]["cells"] if c["settings"]["seed"] == min(defences[n]["seeds"])), None))
-            for n in _order(defences)]
+            for n in defence_order(defences)]
     rows = [(n, c) for n, c in rows if c and c.get("thumbnails")]
     if not rows:
         return None
@@ -300,7 +300,7 @@ def write_report(store: CellStore, report: str | Path, data_settings: Mapping[st
                             "Each asks whether the attacks are strong enough to see what the page compares (top-1 "
                             "by the pretrained judge, mean over seeds; `privacy.results.SANITY_CHECKS`).", "",
                             "| check | data set | defence | measured | needed | |", "|---|---|---|---|---|---|",
-                            *[_check_row(c) for c in checks], "",
+                            *[check_row(c) for c in checks], "",
                             "## Verdict in brief", "",
                             "Computed from the tables below (privacy against the model-inversion attacks; 'matched "
                             "accuracy' = a fixed k at least as accurate, within the policy's spread over seeds or "
@@ -365,7 +365,7 @@ def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, 
     head = ["defence", "seeds", "top-1"] + (["LFW verif. (unseen)"] if lfw else []) + \
            [f"{a} top-1" for a in attacks] + ["privacy (model)", "privacy (all)", "notes"]
     L += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name in _order(defences):
+    for name in defence_order(defences):
         d = defences[name]
         cs = d["cells"]
         row = [name, str(len(cs)), _ms(d["top1"])]
@@ -382,7 +382,7 @@ def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, 
         L.append("| " + " | ".join(row) + " |")
     L.append("")
     pareto = img / f"results_pareto_{data}.png"
-    names = _order(defences)
+    names = defence_order(defences)
     plot_pareto(names, [float(np.mean(defences[n]["top1"])) for n in names],
                 [float(np.mean(defences[n]["privacy_model"])) for n in names], pareto,
                 ylabel="privacy (model): 1 - leakage of the strongest model attack")
@@ -404,7 +404,7 @@ def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, 
               "| defence | gain in privacy (model) | gain in privacy (all) | seeds outside the range |",
               "|---|---|---|---|"]
         L += [f"| {n} | {_gain_text(model[n])} | {_gain_text(every[n])} | {model[n]['outside']} |"
-              for n in _order(model)]
+              for n in defence_order(model)]
         L.append("")
     L += ["<details><summary>Every attack's metrics (means over seeds)</summary>", "",
           "| defence | attack | top-1 | top-5 | × chance | KNN own / other | PSNR | SSIM |",

@@ -1,0 +1,45 @@
+"""``docs/privacy.md``: one model per defence on LFW and AT&T, attacked at full strength, in one resumable run.
+
+    MIXUP_ENV_DATA=../shared/data python3 benchmarks/privacy_page.py                          # every model
+    MIXUP_ENV_DATA=../shared/data python3 benchmarks/privacy_page.py --datasets att_faces     # a slice
+    python3 benchmarks/privacy_page.py --report-only                                          # the page only
+
+What is run and how is :mod:`privacy.page`'s docstring. Each finished model is a JSON cell under ``--cells``
+(default ``docs/results/privacy``, committed); models, judges and priors go to ``--work``. A rerun skips the
+cells whose settings match, so an interrupted run continues where it stopped. Cost measured per cell on the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from privacy.grid import CellStore, run_grid  # noqa: E402
+from privacy.page import PAGE_DATA, PAGE_DEFENCES, page_config, write_privacy_page  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", nargs="+", default=list(PAGE_DATA), choices=list(PAGE_DATA))
+    p.add_argument("--defences", nargs="+", default=list(PAGE_DEFENCES), choices=list(PAGE_DEFENCES))
+    p.add_argument("--cells", type=Path, default=ROOT / "docs" / "results" / "privacy")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "privacy.md")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "privacy_page")
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    store = CellStore(args.cells)
+    if not args.report_only:
+        run_grid(page_config(args.work, tuple(args.datasets), tuple(args.defences), progress=not args.no_progress),
+                 store)
+    path = write_privacy_page(store, args.out)
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

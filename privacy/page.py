@@ -1,0 +1,114 @@
+"""``docs/privacy.md``: single models per defence, attacked at full strength, the page written from their cells.
+
+The models are the parity issue's (recipe ``real``: ResNet body, CosFace, mirroring and shifts, batch-norm
+statistics recalibrated on clean faces; LFW 40 epochs, AT&T 100, as ``benchmarks/bench_fr.py``), trained on the
+defence grid's identity split (seed 0), one per (data set, defence), and attacked with the full
+:class:`~privacy.evaluate.AttackBudget` on every private identity, judged by the pretrained judge and by the
+in-house evaluator. The runs are cells of a :class:`~privacy.grid.GridConfig` (:func:`page_config`), so they are
+computed, stored and resumed exactly as the grid's (``benchmarks/privacy_page.py``); :func:`write_privacy_page`
+writes the page from the cells alone.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fr_models.system import versions
+from fr_models.trainer import atomic_write
+from privacy.evaluate import JUDGES, AttackBudget
+from privacy.grid import ATTACKS, GRID_DEFENCES, CellStore, DataSettings, GridConfig
+from privacy.results import check_row, defence_order, grid_figure, matched_gains, sanity_checks, summarise
+
+__all__ = ["PAGE_DATA", "PAGE_DEFENCES", "page_config", "write_privacy_page"]
+
+#: The page's data sets: image size, the attacker's share of identities (the grid's split), training epochs.
+PAGE_DATA: dict[str, DataSettings] = {"lfw": DataSettings(64, 0.367, 40), "att_faces": DataSettings(64, 0.3, 100)}
+#: The page's defences (names of :data:`privacy.grid.GRID_DEFENCES`).
+PAGE_DEFENCES = ("pixel", "none", "mask", "fixed2", "fixed6")
+
+
+def page_config(work: str | Path = "runs/privacy_page", datasets: tuple[str, ...] = tuple(PAGE_DATA),
+                defences: tuple[str, ...] = PAGE_DEFENCES, attack: AttackBudget = AttackBudget(),
+                progress: bool = True) -> GridConfig:
+    """The page's runs as a grid: seed 0, recipe ``real``, the full attack budget, both judges."""
+    return GridConfig(datasets, defences, (0,), attack, work=Path(work), recipe="real", data_settings=PAGE_DATA,
+                      defence_specs={d: GRID_DEFENCES[d] for d in defences}, progress=progress, judges=JUDGES,
+                      recalibrate_norms=True)
+
+
+def _attack_rows(cell: dict[str, Any]) -> list[str]:
+    rows = ["| attack | top-1, pretrained judge (95 % interval) | top-5 | top-1, evaluator | KNN own / other | PSNR | "
+            "SSIM | s |", "|---|---|---|---|---|---|---|---|"]
+    for a in ATTACKS:
+        m = cell["attacks"].get(a)
+        if m is None:
+            rows.append(f"| {a} | skipped | | | | | | |")
+            continue
+        lo, hi = m["intervals"]["top1"]
+        ev = m.get("judges", {}).get("evaluator", {}).get("top1")
+        rows.append(f"| {a} | {m['top1']:.3f} ({lo:.3f}-{hi:.3f}) | {m['top5']:.3f} | "
+                    f"{'–' if ev is None else f'{ev:.3f}'} | {m['knn_dist']:.3f} / {m['knn_dist_other']:.3f} | "
+                    f"{m['psnr']:.2f} | {m['ssim']:.3f} | {m['seconds']:.0f} |")
+    return rows
+
+
+def write_privacy_page(store: CellStore, path: str | Path, command: str = "benchmarks/privacy_page.py") -> Path:
+    """``docs/privacy.md`` from the page's cells in ``store`` (figures beside it under ``img/``).
+
+    :raises FileNotFoundError: the store holds no cell.
+    """
+    path = Path(path)
+    cells = store.load()
+    if not cells:
+        raise FileNotFoundError(f"no cells in {store.root}: run {command} first")
+    table = summarise(cells)
+    first = cells[0]
+    L = ["# Privacy: model-inversion attacks on FR models a person would deploy", "",
+         f"Written by `MIXUP_ENV_DATA=../shared/data python3 {command}` from the cells in "
+         f"`{os.path.relpath(store.root, path.parent)}/` ({len(cells)} of "
+         f"{len(PAGE_DATA) * len(PAGE_DEFENCES)} models; every figure below is read from them, never typed). "
+         "`--report-only` rewrites the page from the cells.", "",
+         "**Protocol.** One model per defence, trained on the private identities of the grid's split (seed 0) with "
+         "the `real` recipe (the parity issue's models). Every private identity is attacked; each attack's "
+         "reconstructions (at most `judged_per_identity` per identity) are judged by dlib's pretrained face "
+         "recognizer, which never saw these faces (`privacy.attacks.pretrained`; its own top-1 on the real private "
+         "faces is the ceiling of every figure, `docs/judge.md`), and by the in-house evaluator trained on the "
+         "private faces. Intervals: bootstrap 95 % over the reconstructions. Threat models and attacks: "
+         "`privacy/attacks/` (`datalevel`: one mix at a time; `datalevel_cluster`: the training run's encodings "
+         "clustered per face, Carlini et al.'s attack on InstaHide).", "",
+         f"Attack budget: `{first['settings']['attacks']}`.", "",
+         "## Sanity checks", "", "| check | data set | defence | measured | needed | |", "|---|---|---|---|---|---|",
+         *[check_row(c) for c in sanity_checks(cells) if c["data"] in table], ""]
+    if first["settings"]["data"] == "synthetic":
+        L[2:2] = ["**Synthetic faces (a test run): these figures say nothing about real faces.**", ""]
+    img = path.parent / "img"
+    for data in sorted(table, key=lambda d: list(PAGE_DATA).index(d) if d in PAGE_DATA else len(PAGE_DATA)):
+        defences = table[data]
+        any_cell = defences[next(iter(defences))]["cells"][0]
+        ch = any_cell["chance"]
+        judges = "; ".join(f"{n}: top-1 {j['accuracy_on_private_faces']:.3f} on the private faces"
+                           for n, j in any_cell["judges"].items())
+        L += [f"## {data}", "", f"{any_cell['private_identities']} private identities, all attacked; chance: uniform "
+              f"{ch['uniform']:.3f}, majority class {ch['majority']:.3f}. Judges: {judges}.", ""]
+        for name in defence_order(defences):
+            c = defences[name]["cells"][0]
+            u = c["utility"]
+            L += [f"### {data}, {name}: identification top-1 {u['top1']:.3f} (top-5 {u['top5']:.3f}); privacy "
+                  f"(model) {c['privacy_model']:.3f}, (all) {c['privacy_all']:.3f}", "", *_attack_rows(c), "",
+                  f"Training {c.get('train_seconds', 0) / 60:.0f} min, attacks {c.get('attack_seconds', 0) / 60:.0f} "
+                  "min on this machine.", ""]
+        gains = matched_gains(defences)
+        if gains:
+            L += ["Privacy (model) at matched accuracy, against the fixed-k frontier (k = 2, 6): " + "; ".join(
+                f"{n} {g['mean']:+.3f}" if g["mean"] is not None else f"{n} outside its accuracy range"
+                for n, g in gains.items()) + ".", ""]
+        fig = grid_figure(data, defences, img / f"privacy_{data}.png")
+        if fig is not None:
+            L += [f"![{data} reconstructions]({os.path.relpath(fig, path.parent)})", ""]
+    L += ["Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".", "",
+          f"Written {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", ""]
+    text = "\n".join(L)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
