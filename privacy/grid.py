@@ -213,6 +213,13 @@ class CellStore:
         text = json.dumps(record, indent=1, sort_keys=True) + "\n"
         return atomic_write(self.path(cell), lambda tmp: tmp.write_text(text))
 
+    def require(self, hint: str) -> list[dict[str, Any]]:
+        """:meth:`load`, refusing an empty store (:class:`FileNotFoundError` ending in ``hint``: what to run)."""
+        cells = self.load()
+        if not cells:
+            raise FileNotFoundError(f"no finished cells in {str(self.root)!r}: {hint}")
+        return cells
+
     def load(self) -> list[dict[str, Any]]:
         """Every readable cell (an unreadable one is named on stderr and skipped)."""
         out = []

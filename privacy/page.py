@@ -39,6 +39,34 @@ def page_config(work: str | Path = "runs/privacy_page", datasets: tuple[str, ...
                       recalibrate_norms=True)
 
 
+#: What the attacks are: the part of the page that does not come from the cells.
+THREATS: tuple[str, ...] = (
+    "## Threat models and attacks", "",
+    "| | the attacker has | attacks |", "|---|---|---|",
+    "| **white-box** | the model's weights and its input transform (block DCT and channel mask for a defended model); "
+    "gradients flow from the scores through the head, backbone, mask and DCT to the image | `whitebox_vae`, "
+    "`whitebox_eigenface`, `whitebox_pixels` |",
+    "| **black-box** | queries only: images in, class probabilities or embeddings out | `blackbox_scores`, "
+    "`blackbox_embeddings` |",
+    "| **data-level** | the training inputs a server sees (each a Dirichlet-weighted sum of k masked faces), the "
+    "scheme (mask, k, weights) and public faces | `datalevel` (one mix at a time), `datalevel_cluster` (the whole "
+    "training run) |", "",
+    "- `whitebox_vae` (GMI-style): the latent of a VAE fitted to the public faces is optimised so the target names "
+    "the identity, averaged over random views, with a prior penalty; `whitebox_eigenface`: the same on a PCA basis "
+    "of the public faces; `whitebox_pixels` (Fredrikson et al. 2015): the pixels themselves, with total-variation "
+    "and norm penalties.",
+    "- `blackbox_scores` (Yang et al. 2019): a decoder from the returned (truncated) score vectors back to the "
+    "public faces, applied to each identity's class vector; `blackbox_embeddings`: the same from embeddings, "
+    "applied to each identity's mean leaked embedding.",
+    "- `datalevel`: a network trained on simulated mixes of public faces maps each observed mix to its dominant "
+    "face. `datalevel_cluster` (Carlini et al. 2020 on InstaHide): the encodings of `observed_epochs` training "
+    "passes, centred on the public faces' mean, projected and clustered (spherical k-means, one cluster per "
+    "training face); each face restored from its cluster's mean and decoded by a network trained on the public "
+    "faces. With all channels and k = 1 the input is an orthonormal transform of the face: the first sanity check.",
+    "",
+)
+
+
 def _attack_rows(cell: dict[str, Any]) -> list[str]:
     rows = ["| attack | top-1, pretrained judge (95 % interval) | top-5 | top-1, evaluator | KNN own / other | PSNR | "
             "SSIM | s |", "|---|---|---|---|---|---|---|---|"]
@@ -61,9 +89,7 @@ def write_privacy_page(store: CellStore, path: str | Path, command: str = "bench
     :raises FileNotFoundError: the store holds no cell.
     """
     path = Path(path)
-    cells = store.load()
-    if not cells:
-        raise FileNotFoundError(f"no cells in {store.root}: run {command} first")
+    cells = store.require(f"run {command} first")
     table = summarise(cells)
     first = cells[0]
     L = ["# Privacy: model-inversion attacks on FR models a person would deploy", "",
@@ -84,13 +110,17 @@ def write_privacy_page(store: CellStore, path: str | Path, command: str = "bench
          *[check_row(c) for c in sanity_checks(cells) if c["data"] in table], ""]
     if first["settings"]["data"] == "synthetic":
         L[2:2] = ["**Synthetic faces (a test run): these figures say nothing about real faces.**", ""]
+    L += list(THREATS)
     img = path.parent / "img"
+    missing = [f"{d} {n}" for d in PAGE_DATA for n in PAGE_DEFENCES if n not in table.get(d, {})]
+    if missing and first["settings"]["data"] != "synthetic":
+        L += [f"**Not yet computed** (the run continues where it stopped): {', '.join(missing)}.", ""]
     for data in sorted(table, key=lambda d: list(PAGE_DATA).index(d) if d in PAGE_DATA else len(PAGE_DATA)):
         defences = table[data]
         any_cell = defences[next(iter(defences))]["cells"][0]
         ch = any_cell["chance"]
-        judges = "; ".join(f"{n}: top-1 {j['accuracy_on_private_faces']:.3f} on the private faces"
-                           for n, j in any_cell["judges"].items())
+        judges = "; ".join(f"{n}: top-1 {any_cell['judges'][n]['accuracy_on_private_faces']:.3f} on the private "
+                           "faces" for n in any_cell["settings"]["judges"])
         L += [f"## {data}", "", f"{any_cell['private_identities']} private identities, all attacked; chance: uniform "
               f"{ch['uniform']:.3f}, majority class {ch['majority']:.3f}. Judges: {judges}.", ""]
         for name in defence_order(defences):

@@ -266,9 +266,7 @@ def write_report(store: CellStore, report: str | Path, data_settings: Mapping[st
     :raises FileNotFoundError: the store holds no cell.
     """
     report = Path(report)
-    cells = store.load()
-    if not cells:
-        raise FileNotFoundError(f"no finished cells in {str(store.root)!r}: run the grid first")
+    cells = store.require("run the grid first")
     table = summarise(cells)
     img = report.parent / "img"
     rel = os.path.relpath(img, report.parent)
@@ -345,7 +343,8 @@ def _judge_line(cell: dict[str, Any]) -> str:
     if "judges" not in cell:
         return f"evaluator held-out top-1 {cell['evaluator_top1']:.3f}"
     return "judges (the first heads the table): " + ", ".join(
-        f"{name} top-1 on the private faces {j['accuracy_on_private_faces']:.3f}" for name, j in cell["judges"].items())
+        f"{name} top-1 on the private faces {cell['judges'][name]['accuracy_on_private_faces']:.3f}"
+        for name in cell["settings"]["judges"])
 
 
 def _dataset_section(data: str, defences: dict[str, dict[str, Any]], img: Path, rel: str) -> tuple[list[str], str]:
