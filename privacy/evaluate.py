@@ -73,8 +73,8 @@ from privacy.attacks.pretrained import PretrainedJudge, load_dlib
 from privacy.stats import chance_levels
 from privacy.report import plot_reconstruction_grid
 
-__all__ = ["DEFAULT_ATTACKS", "DEFAULT_JUDGES", "JUDGES", "AttackBudget", "data_level_k", "data_level_weights", "evaluate_privacy",
-           "exit_status", "format_report"]
+__all__ = ["DEFAULT_ATTACKS", "DEFAULT_JUDGES", "JUDGES", "AttackBudget", "data_level_k", "data_level_weights",
+           "evaluate_privacy", "exit_status", "format_report"]
 
 #: The judges of :func:`evaluate_privacy`, by name.
 JUDGES = ("pretrained", "evaluator")
@@ -352,13 +352,7 @@ def evaluate_privacy(
     :return: the report (as written to ``privacy.json``).
     :raises ValueError: an unknown attack, or a split or evaluator that does not belong to the model.
     """
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown:
-        raise ValueError(f"unknown attack(s) {unknown}: accepted {', '.join(ATTACKS)}")
-    if not judges or any(j not in JUDGES for j in judges) or len(set(judges)) != len(judges):
-        raise ValueError(f"judges={list(judges)}: accepted one or more distinct of {', '.join(JUDGES)}")
-    if "pretrained" in judges:
-        load_dlib()  # a missing extra fails here, before any attack runs
+    _check_names(attacks, judges)
     model, out = Path(model), Path(out)
     torch.manual_seed(seed)
     target = load_target(model, device)
@@ -371,16 +365,9 @@ def evaluate_privacy(
     judged = torch.isin(y_priv, classes)
     out.mkdir(parents=True, exist_ok=True)
     names = priv.names or [str(c) for c in range(priv.num_classes)]
-    ev_path = Path(evaluator) if evaluator is not None else out / "evaluator.pt"
-    gallery_path = Path(gallery) if gallery is not None else out / "judge_gallery.pt"
-    panel: dict[str, tuple[Judge, torch.Tensor | None]] = {}
-    for name in judges:  # the first is the one whose figures head each attack's entry
-        if name == "pretrained":
-            pre = _pretrained(gallery_path, x_priv, y_priv, names)
-            assert pre.gallery_features is not None
-            panel[name] = (pre, pre.gallery_features[judged])
-        else:
-            panel[name] = (_evaluator(ev_path, x_priv, y_priv, names, budget, seed, device, progress), None)
+    paths = {"evaluator": Path(evaluator) if evaluator is not None else out / "evaluator.pt",
+             "pretrained": Path(gallery) if gallery is not None else out / "judge_gallery.pt"}
+    panel = _judge_panel(judges, paths, x_priv, y_priv, names, judged, budget, seed, device, progress)
     attacker = _Attacker(target, images_to_tensor(pub.images, size), list(pub.names), x_priv[judged], y_priv[judged],
                          classes, budget, Path(prior) if prior is not None else out / "vae_prior.pt", seed, device,
                          progress)
@@ -392,28 +379,53 @@ def evaluate_privacy(
         "model": str(model), "data": faces.source, "defence": card.defence, "k": card.k, "input": card.input,
         "private_identities": priv.num_classes, "attacked_identities": n_ids,
         "public_identities": pub.num_classes, "public_images": len(pub.labels),
-        "judges": {name: {**j.describe(), "path": str(gallery_path if name == "pretrained" else ev_path)}
-                   for name, (j, _) in panel.items()},
-        "chance": {**chance_levels(y_priv.numpy(), priv.num_classes),
-                   "attacked_uniform": 1.0 / priv.num_classes},
+        "judges": {name: {**j.describe(), "path": str(paths[name])} for name, (j, _) in panel.items()},
+        "chance": chance_levels(y_priv.numpy(), priv.num_classes),
         "attacks": results, "privacy_score": privacy_score(scored) if scored else None,
         "settings": {"attacks": list(attacks), "judges": list(judges), "budget": budget.as_dict(), "seed": seed,
                      "device": device},
+        **_utility(model.parent / "metrics.json"),
     }
-    metrics_path = model.parent / "metrics.json"
-    if metrics_path.is_file():
-        report["utility"] = json.loads(metrics_path.read_text()).get("identification")
-    atomic_write(out / "privacy.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     if shown:
         real = torch.stack([x_priv[(y_priv == c).nonzero()[0, 0]] for c in grid_ids])
-        first_name, (first, _) = next(iter(panel.items()))
-        verdicts = _verdicts(first, shown, grid_ids, names)
-        report["grid"] = {"identities": [names[c] for c in grid_ids], "judge": first_name, "verdicts": verdicts}
-        atomic_write(out / "privacy.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
-        _write_reconstructions(out, real, shown, [names[c] for c in grid_ids],
-                               f"{Path(faces.source).stem}: defence {card.defence}, {card.input} model; "
-                               f"under each face the {first_name} judge's verdict", verdicts)
+        report["grid"] = _picture(out, real, shown, panel, grid_ids, names,
+                                  f"{Path(faces.source).stem}: defence {card.defence}, {card.input} model")
+    atomic_write(out / "privacy.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
     return report
+
+
+def _check_names(attacks: Sequence[str], judges: Sequence[str]) -> None:
+    """Refuse unknown attacks or judges, and a missing judge extra, before anything runs."""
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise ValueError(f"unknown attack(s) {unknown}: accepted {', '.join(ATTACKS)}")
+    if not judges or any(j not in JUDGES for j in judges) or len(set(judges)) != len(judges):
+        raise ValueError(f"judges={list(judges)}: accepted one or more distinct of {', '.join(JUDGES)}")
+    if "pretrained" in judges:
+        load_dlib()  # the ImportError names the extra
+
+
+def _utility(metrics_path: Path) -> dict[str, Any]:
+    """``{"utility": ...}``: the model's identification figures from its ``metrics.json``, if it has one."""
+    if not metrics_path.is_file():
+        return {}
+    return {"utility": json.loads(metrics_path.read_text()).get("identification")}
+
+
+def _judge_panel(judges: Sequence[str], paths: dict[str, Path], x: torch.Tensor, y: torch.Tensor, names: list[str],
+                 judged: torch.Tensor, budget: AttackBudget, seed: int, device: str,
+                 progress: bool) -> dict[str, tuple[Judge, torch.Tensor | None]]:
+    """Name -> (judge, the judged private faces' features if already known), in the order of ``judges``: the
+    first heads each attack's entry."""
+    panel: dict[str, tuple[Judge, torch.Tensor | None]] = {}
+    for name in judges:
+        if name == "pretrained":
+            pre = _pretrained(paths[name], x, y, names)
+            assert pre.gallery_features is not None
+            panel[name] = (pre, pre.gallery_features[judged])
+        else:
+            panel[name] = (_evaluator(paths[name], x, y, names, budget, seed, device, progress), None)
+    return panel
 
 
 def _run_attacks(attacker: _Attacker, attacks: Sequence[str], panel: dict[str, tuple[Judge, torch.Tensor | None]],
@@ -475,13 +487,19 @@ def _verdicts(judge: Judge, shown: dict[str, torch.Tensor], grid_ids: torch.Tens
     return out
 
 
-def _write_reconstructions(out: Path, real: torch.Tensor, shown: dict[str, torch.Tensor], rows: list[str],
-                           title: str, verdicts: dict[str, list[str]] | None = None) -> None:
-    """``reconstructions.png`` (real faces beside each attack's) and the same images as uint8 arrays."""
-    plot_reconstruction_grid(real, shown, rows, out / "reconstructions.png", title, verdicts)
+def _picture(out: Path, real: torch.Tensor, shown: dict[str, torch.Tensor], panel: dict[str, tuple[Judge, Any]],
+             grid_ids: torch.Tensor, names: list[str], title: str) -> dict[str, Any]:
+    """``reconstructions.png`` (real faces beside each attack's, each labelled with the first judge's verdict) and
+    the same images as uint8 arrays; returns the picture's rows and verdicts (the report's ``grid``)."""
+    first_name, (first, _) = next(iter(panel.items()))
+    verdicts = _verdicts(first, shown, grid_ids, names)
+    rows = [names[c] for c in grid_ids]
+    plot_reconstruction_grid(real, shown, rows, out / "reconstructions.png",
+                             f"{title}; under each face the {first_name} judge's verdict", verdicts)
     as_uint8 = {name: (imgs.nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
                 for name, imgs in {"real": real, **shown}.items()}
     atomic_write(out / "reconstructions.npz", lambda tmp: np.savez_compressed(tmp, **as_uint8))
+    return {"identities": rows, "judge": first_name, "verdicts": verdicts}
 
 
 def _grid_cells(res: InversionResult, grid_ids: torch.Tensor) -> torch.Tensor:
@@ -496,10 +514,12 @@ def _grid_cells(res: InversionResult, grid_ids: torch.Tensor) -> torch.Tensor:
 
 def format_report(report: dict[str, Any]) -> str:
     """The report's attacks as a table, and its privacy score."""
-    lines = [f"{'attack':<22}{'top-1':>7}{'x chance':>9}{'top-5':>7}{'KNN':>7}{'PSNR':>7}{'SSIM':>7}{'s':>7}"]
+    lines = [f"{'attack':<22}{'top-1':>7}{'95 % interval':>15}{'x chance':>9}{'top-5':>7}{'KNN':>7}{'PSNR':>7}"
+             f"{'SSIM':>7}{'s':>7}"]
     for name, m in report["attacks"].items():
         if "top1" in m:
-            lines.append(f"{name:<22}{m['top1']:>7.3f}{m['top1_over_chance']:>9.1f}{m['top5']:>7.3f}"
+            lo, hi = m.get("intervals", {}).get("top1", (float("nan"), float("nan")))
+            lines.append(f"{name:<22}{m['top1']:>7.3f}{f'{lo:.3f}-{hi:.3f}':>15}{m['top1_over_chance']:>9.1f}{m['top5']:>7.3f}"
                          f"{m['knn_dist']:>7.3f}{m['psnr']:>7.2f}{m['ssim']:>7.3f}{m['seconds']:>7.0f}")
     if report["privacy_score"] is not None:
         lines.append(f"privacy score {report['privacy_score']:.3f} (1 = nothing recognisable recovered)")
