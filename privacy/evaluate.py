@@ -29,6 +29,7 @@ ValueError: attack budget: steps must be >= 1, got 0
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -43,7 +44,7 @@ import torch
 from fr_models.card import ModelCard
 from fr_models.data import FaceData, check_identity_split, images_to_tensor, load_faces
 from fr_models.system import peak_rss_mib
-from fr_models.trainer import atomic_write
+from fr_models.trainer import CheckpointError, atomic_torch_save, atomic_write, load_checkpoint
 from privacy.attacks import (
     ATTACKS,
     BlackBoxOracle,
@@ -345,7 +346,9 @@ def evaluate_privacy(
     :param gallery: the pretrained judge's enrolled private faces to reuse, or where to save them (default
         ``<out>/judge_gallery.pt``).
     :param prior: the VAE prior checkpoint to reuse, or where to save a new one (default ``<out>/vae_prior.pt``).
-    :param out: the output folder.
+    :param out: the output folder: ``privacy.json``, the picture, and ``attacks/<attack>.pt``, each attack's figures
+        as it finishes, keyed by the model's bytes, the budget, the seed, the device and the judges; a rerun of an
+        interrupted evaluation reuses the attacks of the same key and computes only the rest.
     :param seed: the attacks' (and new judges') seed.
     :param device: where to attack.
     :param progress: show progress bars.
@@ -372,7 +375,8 @@ def evaluate_privacy(
                          classes, budget, Path(prior) if prior is not None else out / "vae_prior.pt", seed, device,
                          progress)
     grid_ids = classes[: budget.grid_identities]
-    results, shown = _run_attacks(attacker, attacks, panel, grid_ids)
+    cache = _AttackCache(out / "attacks", _run_key(model, budget, seed, device, panel))
+    results, shown = _run_attacks(attacker, attacks, panel, grid_ids, cache)
     scored = {k: v for k, v in results.items() if "top1" in v}
     card = target.card
     report: dict[str, Any] = {
@@ -428,19 +432,70 @@ def _judge_panel(judges: Sequence[str], paths: dict[str, Path], x: torch.Tensor,
     return panel
 
 
+def _run_key(model: Path, budget: AttackBudget, seed: int, device: str,
+             panel: dict[str, tuple[Judge, torch.Tensor | None]]) -> str:
+    """A digest of everything an attack's figures depend on: the model file's bytes, the budget, the seed, the
+    device and the judges (their names and galleries' accuracies)."""
+    h = hashlib.sha256(model.read_bytes())
+    h.update(json.dumps({"budget": budget.as_dict(), "seed": seed, "device": device,
+                         "judges": {n: j.describe() for n, (j, _) in panel.items()}}, sort_keys=True,
+                        default=str).encode())
+    return h.hexdigest()
+
+
+@dataclass
+class _AttackCache:
+    """Each finished attack of a run, kept under ``root`` (``<attack>.pt``: its figures and grid images, with the
+    run's key), so an interrupted run redoes only the attacks it had not finished. An entry of another key (another
+    model, budget, seed or judge) is ignored and overwritten."""
+
+    root: Path
+    key: str
+
+    def get(self, attack: str) -> tuple[dict[str, Any], torch.Tensor] | None:
+        path = self.root / f"{attack}.pt"
+        if not path.is_file():
+            return None
+        try:
+            state = load_checkpoint(path, "finished attack", ("key", "result", "shown"))
+        except CheckpointError:  # an interrupted or foreign file: the attack is redone
+            return None
+        if state["key"] != self.key:
+            return None
+        return json.loads(state["result"]), state["shown"]
+
+    def put(self, attack: str, result: dict[str, Any], shown: torch.Tensor) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"key": self.key, "result": json.dumps(result, default=float), "shown": shown},
+                          self.root / f"{attack}.pt")
+
+
 def _run_attacks(attacker: _Attacker, attacks: Sequence[str], panel: dict[str, tuple[Judge, torch.Tensor | None]],
-                 grid_ids: torch.Tensor) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
+                 grid_ids: torch.Tensor,
+                 cache: _AttackCache | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
     """Each attack's judged metrics (or why it was skipped): the first judge's at the top of its entry, every
-    judge's under ``judges``; and its reconstructions of the grid's identities."""
+    judge's under ``judges``; and its reconstructions of the grid's identities. Attacks ``cache`` holds for this
+    run are read from it, the others computed and written into it as each finishes."""
     f_judged = {name: f if f is not None else j.features(attacker.x_judged) for name, (j, f) in panel.items()}
     results: dict[str, dict[str, Any]] = {}
     shown: dict[str, torch.Tensor] = {}
     for attack in attacks:
+        hit = cache.get(attack) if cache is not None else None
+        if hit is not None:
+            results[attack], grid = hit
+            if "top1" in results[attack]:
+                shown[attack] = grid
+            print(f"  {attack}: reused from {cache.root}", flush=True)
+            continue
         t0 = time.perf_counter()
+        # each attack from its own seed, so its figures do not depend on which attacks ran before it (or were reused)
+        torch.manual_seed(attacker.seed * len(ATTACKS) + ATTACKS.index(attack))
         outcome = attacker.run(attack)
         if isinstance(outcome, str):
             results[attack] = {"skipped": outcome}
             print(f"  {attack}: skipped ({outcome.split(':')[0]})")
+            if cache is not None:
+                cache.put(attack, results[attack], torch.empty(0))
             continue
         res, extra = outcome
         made = len(res.classes)
@@ -452,6 +507,8 @@ def _run_attacks(attacker: _Attacker, attacks: Sequence[str], panel: dict[str, t
                            "seconds": time.perf_counter() - t0,
                            "peak_rss_mb": peak_rss_mib(), **extra}
         shown[attack] = _grid_cells(res, grid_ids)
+        if cache is not None:
+            cache.put(attack, results[attack], shown[attack])
         print(f"  {attack}: top-1 {m['top1']:.3f} ({m['top1_over_chance']:.1f}x chance), top-5 {m['top5']:.3f}, "
               f"{results[attack]['seconds']:.0f} s", flush=True)
     return results, shown

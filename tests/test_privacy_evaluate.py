@@ -3,6 +3,7 @@ settings, and the errors; the scripts over them are run in tests/test_examples.p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -124,6 +125,34 @@ def test_evaluate_privacy_errors(private_models, tmp_path) -> None:
         AttackBudget(steps=0)
     with pytest.raises(ValueError, match="attack budget: identities must be >= 2, got 1"):
         AttackBudget(identities=1)
+
+
+def test_interrupted_run_redoes_only_unfinished_attacks(private_models, tmp_path, monkeypatch, capsys) -> None:
+    """Each finished attack is kept under out/attacks; a rerun reuses it (same figures) and computes the rest; an
+    entry of another budget, or a truncated one, is recomputed, never read."""
+    model = private_models["fixed"] / "fr_model.pt"
+    kw = dict(out=tmp_path / "out", progress=False, judges=("evaluator",))
+    first = evaluate_privacy(model, "synthetic", ["blackbox_embeddings", "datalevel"], TINY, **kw)
+    assert sorted(p.name for p in (tmp_path / "out" / "attacks").iterdir()) == ["blackbox_embeddings.pt", "datalevel.pt"]
+    calls = []
+    real_run = privacy.evaluate._Attacker.run
+    monkeypatch.setattr(privacy.evaluate._Attacker, "run", lambda self, a: calls.append(a) or real_run(self, a))
+    capsys.readouterr()
+    again = evaluate_privacy(model, "synthetic", ["blackbox_embeddings", "datalevel", "blackbox_scores"], TINY, **kw)
+    assert calls == ["blackbox_scores"] and "blackbox_embeddings: reused from" in capsys.readouterr().out
+    for a in ("blackbox_embeddings", "datalevel"):
+        assert json.dumps(again["attacks"][a], sort_keys=True, default=float) == json.dumps(first["attacks"][a], sort_keys=True, default=float)
+    # each attack from its own seed: computed alone, or after others, it gives the same figures
+    alone = evaluate_privacy(model, "synthetic", ["blackbox_scores"], TINY, **{**kw, "out": tmp_path / "alone"})
+    assert alone["attacks"]["blackbox_scores"]["top1"] == again["attacks"]["blackbox_scores"]["top1"]
+    assert alone["attacks"]["blackbox_scores"]["knn_dist"] == pytest.approx(again["attacks"]["blackbox_scores"]["knn_dist"])
+    calls.clear()
+    evaluate_privacy(model, "synthetic", ["datalevel"], dataclasses.replace(TINY, unmix_epochs=2), **kw)
+    assert calls == ["datalevel"]  # another budget: not reused
+    (tmp_path / "out" / "attacks" / "blackbox_scores.pt").write_bytes(b"PK\x03\x04 cut short")
+    calls.clear()
+    evaluate_privacy(model, "synthetic", ["blackbox_scores"], TINY, **kw)
+    assert calls == ["blackbox_scores"]
 
 
 def test_defence_mix_draws_on_the_generator_device() -> None:
