@@ -319,7 +319,9 @@ def _cell_figures(metrics: dict[str, Any], report: dict[str, Any], shown_path: P
     n = len(shown["real"])
     record: dict[str, Any] = {
         "utility": {"top1": metrics["identification"]["top1"], "top5": metrics["identification"]["top5"],
-                    "chance_top1": metrics["chance_top1"], "updates": metrics["updates"]},
+                    "top1_interval": metrics["identification"].get("top1_interval"),
+                    "chance_top1": metrics["chance_top1"], "chance": metrics.get("chance"),
+                    "test_images": metrics.get("test_images"), "updates": metrics["updates"]},
         "attacks": {name: {**{k: round(float(m[k]), 4) for k in keep},
                            "intervals": {k: [round(float(v), 4) for v in iv] for k, iv in m["intervals"].items()},
                            "judges": {j: {k: round(float(jm[k]), 4) for k in ("top1", "top5", "knn_dist")}

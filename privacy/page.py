@@ -83,6 +83,20 @@ def _attack_rows(cell: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _utility_note(u: dict[str, Any]) -> str:
+    """`` (95 % a-b over n test faces; top-5 t; chance: uniform u, majority class m)`` of a cell's utility (the parts
+    it records)."""
+    parts = []
+    if u.get("top1_interval"):
+        lo, hi = u["top1_interval"]
+        parts.append(f"95 % {lo:.3f}-{hi:.3f}" + (f" over {u['test_images']} held-out faces" if u.get("test_images")
+                                                   else ""))
+    parts.append(f"top-5 {u['top5']:.3f}")
+    if u.get("chance"):
+        parts.append(f"chance: uniform {u['chance']['uniform']:.3f}, majority class {u['chance']['majority_class']:.3f}")
+    return " (" + "; ".join(parts) + ")"
+
+
 def write_privacy_page(store: CellStore, path: str | Path, command: str = "benchmarks/privacy_page.py") -> Path:
     """``docs/privacy.md`` from the page's cells in ``store`` (figures beside it under ``img/``).
 
@@ -126,7 +140,7 @@ def write_privacy_page(store: CellStore, path: str | Path, command: str = "bench
         for name in defence_order(defences):
             c = defences[name]["cells"][0]
             u = c["utility"]
-            L += [f"### {data}, {name}: identification top-1 {u['top1']:.3f} (top-5 {u['top5']:.3f}); privacy "
+            L += [f"### {data}, {name}: identification top-1 {u['top1']:.3f}{_utility_note(u)}; privacy "
                   f"(model) {c['privacy_model']:.3f}, (all) {c['privacy_all']:.3f}", "", *_attack_rows(c), "",
                   f"Training {c.get('train_seconds', 0) / 60:.0f} min, attacks {c.get('attack_seconds', 0) / 60:.0f} "
                   "min on this machine.", ""]

@@ -185,5 +185,11 @@ def test_privacy_page_runs_its_models_as_cells_and_writes_the_page_from_them(tmp
     top1 = cell["attacks"]["datalevel"]["top1"]
     lo, hi = cell["attacks"]["datalevel"]["intervals"]["top1"]
     assert f"| datalevel | {top1:.3f} ({lo:.3f}-{hi:.3f})" in page  # read from the cell, not typed
+    u = cell["utility"]  # the accuracy with its interval over the held-out faces and both chance levels
+    assert u["top1_interval"][0] <= u["top1"] <= u["top1_interval"][1] and u["test_images"] > 0
+    assert 0 < u["chance"]["uniform"] <= u["chance"]["majority_class"] <= 1
+    assert (f"identification top-1 {u['top1']:.3f} (95 % {u['top1_interval'][0]:.3f}-{u['top1_interval'][1]:.3f} "
+            f"over {u['test_images']} held-out faces; top-5 {u['top5']:.3f}; chance: uniform "
+            f"{u['chance']['uniform']:.3f}, majority class {u['chance']['majority_class']:.3f})") in page
     assert (tmp_path / "img" / "privacy_synthetic.png").is_file()
     assert run_grid(config, store) == []  # resumed: nothing left to compute
