@@ -6,7 +6,9 @@
 
 What is run and how is :mod:`privacy.page`'s docstring. Each finished model is a JSON cell under ``--cells``
 (default ``docs/results/privacy``, committed); models, judges and priors go to ``--work``. A rerun skips the
-cells whose settings match, so an interrupted run continues where it stopped. Cost measured per cell on the page.
+cells whose settings match, so an interrupted run continues where it stopped. After the page's defences, DP-SGD's
+noise sweep (training only, points under ``<cells>/dpsgd_sweep``) and its compared point as the ``dpsgd`` cell
+(``--no-dpsgd``: skipped). Cost measured per cell on the page.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from privacy.grid import CellStore, run_grid  # noqa: E402
-from privacy.page import PAGE_DATA, PAGE_DEFENCES, page_config, write_privacy_page  # noqa: E402
+from privacy.grid import CellStore  # noqa: E402
+from privacy.page import PAGE_DATA, PAGE_DEFENCES, page_config, run_page, write_privacy_page  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -30,12 +32,13 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "privacy.md")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "privacy_page")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--no-dpsgd", action="store_true", help="skip DP-SGD's noise sweep and its attacked model")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     store = CellStore(args.cells)
     if not args.report_only:
-        run_grid(page_config(args.work, tuple(args.datasets), tuple(args.defences), progress=not args.no_progress),
-                 store)
+        run_page(page_config(args.work, tuple(args.datasets), tuple(args.defences), progress=not args.no_progress),
+                 store, dpsgd=not args.no_dpsgd)
     path = write_privacy_page(store, args.out)
     print(f"wrote {path}")
     return path

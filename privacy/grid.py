@@ -39,7 +39,7 @@ from privacy.evaluate import JUDGES, AttackBudget, evaluate_privacy
 
 __all__ = ["ATTACKS", "DATASETS", "FIXED", "GRID_ATTACKS", "GRID_DEFENCES", "HEADLINE", "MODEL_ATTACKS", "POLICIES",
            "SHOWN", "QUICK_AGENT", "QUICK_ATTACKS", "AgentBudget", "Cell", "CellStore", "DataSettings", "GridConfig",
-           "decode_thumbnails", "run_cell", "run_grid", "settings_hash", "thumbnails"]
+           "decode_thumbnails", "run_cell", "run_grid", "settings_hash", "thumbnails", "train_cell_model"]
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,10 @@ class CellStore:
         text = json.dumps(record, indent=1, sort_keys=True) + "\n"
         return atomic_write(self.path(cell), lambda tmp: tmp.write_text(text))
 
+    def read(self, cell: Cell) -> dict[str, Any]:
+        """The cell's record (:class:`FileNotFoundError` if it was never written)."""
+        return json.loads(self.path(cell).read_text())
+
     def require(self, hint: str) -> list[dict[str, Any]]:
         """:meth:`load`, refusing an empty store (:class:`FileNotFoundError` ending in ``hint``: what to run)."""
         cells = self.load()
@@ -283,10 +287,21 @@ def judge_paths(config: GridConfig, data: str) -> tuple[Path, Path, Path]:
             work / f"vae_prior_e{config.attack.prior_epochs}.pt", work / "judge_gallery.pt")
 
 
-def run_cell(config: GridConfig, cell: Cell) -> dict[str, Any]:
-    """Train, evaluate and attack one cell; returns its record (written by the caller)."""
+def train_cell_model(config: GridConfig, cell: Cell, spec: DefenceSpec) -> tuple[dict[str, Any], Path]:
+    """Train the cell's FR model under ``spec`` on the private identities of the seed-0 split, in
+    ``<work>/<data>/<defence>_s<seed>``; returns its metrics (:func:`~privacy.defences.train_fr_model`) and folder."""
     s = config.data(cell.data)
     out = config.work / cell.data / f"{cell.defence}_s{cell.seed}"
+    # the grid keeps the models it was computed with (fr_models.recipes "legacy") until it is rerun on new ones
+    recipe = get_recipe(config.recipe).replace(epochs=s.epochs, hflip=True, image_size=s.image_size)
+    metrics = train_fr_model(load_faces(cell.data), spec, recipe, out, seed=cell.seed, split_seed=0,
+                             public_fraction=s.public_fraction, recalibrate_norms=config.recalibrate_norms,
+                             progress=config.progress)
+    return metrics, out
+
+
+def run_cell(config: GridConfig, cell: Cell) -> dict[str, Any]:
+    """Train, evaluate and attack one cell; returns its record (written by the caller)."""
     record: dict[str, Any] = {}
     spec = config.defence_specs[cell.defence]
     if spec.policy is not None:
@@ -294,12 +309,8 @@ def run_cell(config: GridConfig, cell: Cell) -> dict[str, Any]:
         agent_path = config.work / cell.data / "agents" / f"{cell.defence}_s{cell.seed}.{suffix}"
         record["agent_seconds"] = round(train_agent(config, cell, agent_path), 1)
         spec = dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, path=agent_path))
-    # the grid keeps the models it was computed with (fr_models.recipes "legacy") until it is rerun on new ones
-    recipe = get_recipe(config.recipe).replace(epochs=s.epochs, hflip=True, image_size=s.image_size)
     t0 = time.perf_counter()
-    metrics = train_fr_model(load_faces(cell.data), spec, recipe, out, seed=cell.seed, split_seed=0,
-                             public_fraction=s.public_fraction, recalibrate_norms=config.recalibrate_norms,
-                             progress=config.progress)
+    metrics, out = train_cell_model(config, cell, spec)
     record["train_seconds"] = round(time.perf_counter() - t0, 1)
     ev_path, prior_path, gallery = judge_paths(config, cell.data)
     t0 = time.perf_counter()

@@ -11,18 +11,20 @@ writes the page from the cells alone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fr_models.system import versions
 from fr_models.trainer import atomic_write
 from privacy.evaluate import JUDGES, AttackBudget
-from privacy.grid import ATTACKS, GRID_DEFENCES, CellStore, DataSettings, GridConfig
+from privacy.grid import ATTACKS, GRID_DEFENCES, CellStore, DataSettings, GridConfig, run_grid
 from privacy.results import check_row, defence_order, grid_figure, matched_gains, sanity_checks, summarise
 
-__all__ = ["PAGE_DATA", "PAGE_DEFENCES", "page_config", "write_privacy_page"]
+__all__ = ["PAGE_DATA", "PAGE_DEFENCES", "page_config", "run_page", "sweep_store", "write_privacy_page"]
 
 #: The page's data sets: image size, the attacker's share of identities (the grid's split), training epochs.
 PAGE_DATA: dict[str, DataSettings] = {"lfw": DataSettings(64, 0.367, 40), "att_faces": DataSettings(64, 0.3, 100)}
@@ -37,6 +39,48 @@ def page_config(work: str | Path = "runs/privacy_page", datasets: tuple[str, ...
     return GridConfig(datasets, defences, (0,), attack, work=Path(work), recipe="real", data_settings=PAGE_DATA,
                       defence_specs={d: GRID_DEFENCES[d] for d in defences}, progress=progress, judges=JUDGES,
                       recalibrate_norms=True)
+
+
+def sweep_store(store: CellStore) -> CellStore:
+    """Where the page's DP-SGD sweep points live: ``dpsgd_sweep/`` inside the page's cells."""
+    return CellStore(store.root / "dpsgd_sweep")
+
+
+def run_page(config: GridConfig, store: CellStore, dpsgd: bool = True, noise: Sequence[float] | None = None) -> None:
+    """Compute the page's unfinished cells; then, with ``dpsgd``, per data set DP-SGD's noise sweep
+    (:func:`privacy.sweep.sweep_dpsgd`, training only, over ``noise``: default
+    :data:`~privacy.sweep.DP_NOISE`) and, if a swept noise learns above the majority class, the ``dpsgd`` cell at
+    that noise, attacked as every other."""
+    from privacy.sweep import DP_NOISE, compared_spec, sweep_dpsgd
+
+    run_grid(config, store)
+    if not dpsgd:
+        return
+    for data in config.datasets:
+        spec = compared_spec(sweep_dpsgd(config, data, sweep_store(store), DP_NOISE if noise is None else noise))
+        if spec is None:
+            print(f"dpsgd: no swept noise learns above the majority class on {data}; no dpsgd cell", flush=True)
+            continue
+        run_grid(dataclasses.replace(config, datasets=(data,), defences=("dpsgd",),
+                                     defence_specs={**config.defence_specs, "dpsgd": spec}), store)
+
+
+def _sweep_rows(store: CellStore, data: str) -> list[str]:
+    """The page's table of DP-SGD's sweep points on ``data`` (none: no rows)."""
+    points = sorted((p for p in sweep_store(store).load() if p["settings"]["data"] == data),
+                    key=lambda p: -p["noise_multiplier"])
+    if not points:
+        return []
+    rows = ["DP-SGD's noise sweep (training only; the largest noise first, stopped at the first that learns: its "
+            "top-1 interval above the majority class; that point is the `dpsgd` model attacked above):", "",
+            "| noise multiplier | epsilon (delta) | top-1 (95 % interval) | majority class | learns | training |",
+            "|---|---|---|---|---|---|"]
+    for p in points:
+        lo, hi = p["top1_interval"]
+        rows.append(f"| {p['noise_multiplier']:g} | {p['epsilon']:.1f} ({p['delta']:g}) | {p['top1']:.3f} "
+                    f"({lo:.3f}-{hi:.3f}) | {p['chance']['majority_class']:.3f} | {'yes' if p['learns'] else 'no'} | "
+                    f"{p['train_seconds'] / 60:.0f} min |")
+    return [*rows, ""]
 
 
 #: What the attacks are: the part of the page that does not come from the cells.
@@ -144,6 +188,7 @@ def write_privacy_page(store: CellStore, path: str | Path, command: str = "bench
                   f"(model) {c['privacy_model']:.3f}, (all) {c['privacy_all']:.3f}", "", *_attack_rows(c), "",
                   f"Training {c.get('train_seconds', 0) / 60:.0f} min, attacks {c.get('attack_seconds', 0) / 60:.0f} "
                   "min on this machine.", ""]
+        L += _sweep_rows(store, data)
         gains = matched_gains(defences)
         if gains:
             L += ["Privacy (model) at matched accuracy, against the fixed-k frontier (k = 2, 6): " + "; ".join(

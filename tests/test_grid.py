@@ -166,15 +166,18 @@ def test_matched_gains_compare_at_the_fixed_k_frontiers_accuracy_seed_by_seed():
 def test_privacy_page_runs_its_models_as_cells_and_writes_the_page_from_them(tmp_path):
     import dataclasses
 
-    from privacy.page import page_config, write_privacy_page
+    from privacy.page import page_config, run_page, write_privacy_page
 
     config = dataclasses.replace(page_config(tmp_path / "work", defences=("pixel", "none", "fixed2"), progress=False),
                                  datasets=("synthetic",), data_settings={"synthetic": DataSettings(None, 0.3, 1)},
                                  recipe="tiny", attack=dataclasses.replace(TINY_ATTACKS, identities=None))
     assert config.judges == ("pretrained", "evaluator") and config.recalibrate_norms
     store = CellStore(tmp_path / "cells")
-    run_grid(config, store)
+    run_page(config, store, noise=(1000.0, 0.05))  # DP-SGD: z = 1000 learns nothing, 0.05 learns and is attacked
     page = write_privacy_page(store, tmp_path / "privacy.md").read_text()
+    dp = json.loads(store.path(Cell("synthetic", "dpsgd", 0)).read_text())
+    assert dp["settings"]["defence_spec"]["noise_multiplier"] == 0.05 and "datalevel" in dp["attacks"]
+    assert "### synthetic, dpsgd" in page and "| 1000 |" in page and "| 0.05 |" in page
     cell = json.loads(store.path(Cell("synthetic", "none", 0)).read_text())
     assert cell["judges"]["pretrained"]["name"] == "dlib_resnet_v1"
     assert set(cell["attacks"]["datalevel"]["judges"]) == {"pretrained", "evaluator"}  # stored with sorted keys
@@ -193,3 +196,6 @@ def test_privacy_page_runs_its_models_as_cells_and_writes_the_page_from_them(tmp
             f"{u['chance']['uniform']:.3f}, majority class {u['chance']['majority_class']:.3f})") in page
     assert (tmp_path / "img" / "privacy_synthetic.png").is_file()
     assert run_grid(config, store) == []  # resumed: nothing left to compute
+    (tmp_path / "privacy.md").unlink()
+    run_page(config, store, noise=(1000.0, 0.05))  # nothing retrained: the sweep's points and the dpsgd cell reused
+    assert write_privacy_page(store, tmp_path / "privacy.md").read_text().count("| 1000 |") == 1
