@@ -163,7 +163,7 @@ def test_matched_gains_compare_at_the_fixed_k_frontiers_accuracy_seed_by_seed():
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("dlib") is None and not os.environ.get("CI"),
                     reason='needs the judge extra: pip install -e ".[judge]" (CI installs it; never skipped there)')
-def test_privacy_page_runs_its_models_as_cells_and_writes_the_page_from_them(tmp_path):
+def test_privacy_page_runs_its_models_as_cells_and_writes_the_page_from_them(tmp_path, monkeypatch):
     import dataclasses
 
     from privacy.page import page_config, run_page, write_privacy_page
@@ -199,3 +199,20 @@ def test_privacy_page_runs_its_models_as_cells_and_writes_the_page_from_them(tmp
     (tmp_path / "privacy.md").unlink()
     run_page(config, store, noise=(1000.0, 0.05))  # nothing retrained: the sweep's points and the dpsgd cell reused
     assert write_privacy_page(store, tmp_path / "privacy.md").read_text().count("| 1000 |") == 1
+
+    # the page's models attacked again with a smaller budget, the figures side by side
+    import privacy.budgets
+    from privacy.budgets import budget_table, compare_budgets
+
+    small, budgets = dataclasses.replace(TINY_ATTACKS, identities=2), CellStore(tmp_path / "budgets")
+    (record,) = compare_budgets(store, tmp_path / "work", budgets, small, defences=("none",))
+    assert record["small_identities"] == 2 and record["full_identities"] == cell["attacked_identities"]
+    assert set(record["rows"]) == set(cell["attacks"]) and record["judge"] == "pretrained"
+    for attack, m in record["rows"].items():
+        assert m["full"] == cell["attacks"][attack]["top1"]
+        assert m["within"] == (m["full_interval"][0] <= m["small"] <= m["full_interval"][1])
+    assert any(r.startswith("| synthetic | none | datalevel |") for r in budget_table([record]))
+    monkeypatch.setattr(privacy.budgets, "evaluate_privacy", lambda *a, **k: pytest.fail("recomputed"))
+    assert compare_budgets(store, tmp_path / "work", budgets, small, defences=("none",)) == [record]  # resumed
+    with pytest.raises(FileNotFoundError, match="is not in the work folder"):
+        compare_budgets(store, tmp_path / "nowhere", budgets, small, defences=("fixed2",))
