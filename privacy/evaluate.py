@@ -377,6 +377,7 @@ def evaluate_privacy(
     grid_ids = classes[: budget.grid_identities]
     cache = _AttackCache(out / "attacks", _run_key(model, budget, seed, device, panel))
     results, shown = _run_attacks(attacker, attacks, panel, grid_ids, cache)
+    ceilings = _prior_ceilings(attacker, attacks, panel)
     scored = {k: v for k, v in results.items() if "top1" in v}
     card = target.card
     report: dict[str, Any] = {
@@ -386,6 +387,7 @@ def evaluate_privacy(
         "judges": {name: {**j.describe(), "path": str(paths[name])} for name, (j, _) in panel.items()},
         "chance": chance_levels(y_priv.numpy(), priv.num_classes),
         "attacks": results, "privacy_score": privacy_score(scored) if scored else None,
+        "prior_ceilings": ceilings,
         "settings": {"attacks": list(attacks), "judges": list(judges), "budget": budget.as_dict(), "seed": seed,
                      "device": device},
         **_utility(model.parent / "metrics.json"),
@@ -430,6 +432,29 @@ def _judge_panel(judges: Sequence[str], paths: dict[str, Path], x: torch.Tensor,
         else:
             panel[name] = (_evaluator(paths[name], x, y, names, budget, seed, device, progress), None)
     return panel
+
+
+def _prior_ceilings(attacker: _Attacker, attacks: Sequence[str],
+                    panel: dict[str, tuple[Judge, torch.Tensor | None]]) -> dict[str, dict[str, float]]:
+    """Per image prior of the white-box attacks run (``vae``, ``eigenface``), each judge's top-1 on the attacked
+    identities' private faces (the first ``judged_per_identity`` of each) passed through it (encoded, decoded): the most a reconstruction confined to the prior can score,
+    whatever the attack; a white-box figure far below it is the attack's weakness, one near it the prior's."""
+    out: dict[str, dict[str, float]] = {}
+    per_id = attacker.budget.judged_per_identity
+    y_all = attacker.y_judged
+    keep = torch.cat([(y_all == c).nonzero().view(-1)[:per_id] for c in y_all.unique()])  # the first per identity
+    x, y = attacker.x_judged[keep], y_all[keep].numpy()
+    for attack in attacks:
+        kind = attack.split("_", 1)[1] if attack.startswith("whitebox") else "pixels"
+        if kind == "pixels":
+            continue
+        prior = attacker.prior(kind)
+        with torch.no_grad():
+            through = torch.cat([prior.decode(prior.encode(chunk.to(attacker.device))).cpu() for chunk in x.split(256)])
+        out[kind] = {name: float(np.mean(j.logits(through).argmax(1).numpy() == y)) for name, (j, _) in panel.items()}
+        print(f"  {kind} prior's ceiling (private faces through it): "
+              + ", ".join(f"{n} top-1 {v:.3f}" for n, v in out[kind].items()), flush=True)
+    return out
 
 
 def _run_key(model: Path, budget: AttackBudget, seed: int, device: str,

@@ -289,14 +289,29 @@ def judge_paths(config: GridConfig, data: str) -> tuple[Path, Path, Path]:
 
 def train_cell_model(config: GridConfig, cell: Cell, spec: DefenceSpec) -> tuple[dict[str, Any], Path]:
     """Train the cell's FR model under ``spec`` on the private identities of the seed-0 split, in
-    ``<work>/<data>/<defence>_s<seed>``; returns its metrics (:func:`~privacy.defences.train_fr_model`) and folder."""
+    ``<work>/<data>/<defence>_s<seed>``; returns its metrics (:func:`~privacy.defences.train_fr_model`) and folder.
+    A model that folder already holds from the same settings (``train_key.txt``, written after the model) is
+    reused: a cell interrupted during its attacks does not train again."""
     s = config.data(cell.data)
     out = config.work / cell.data / f"{cell.defence}_s{cell.seed}"
     # the grid keeps the models it was computed with (fr_models.recipes "legacy") until it is rerun on new ones
     recipe = get_recipe(config.recipe).replace(epochs=s.epochs, hflip=True, image_size=s.image_size)
+    key = settings_hash({"data": cell.data, "seed": cell.seed, "train": dataclasses.asdict(s),
+                         "recipe": recipe.as_dict(), "defence_spec": spec.as_dict(),
+                         "policy_path": str(spec.policy.path) if spec.policy is not None else None,
+                         "recalibrate_norms": config.recalibrate_norms, "identity_split_seed": 0})
+    key_file = out / "train_key.txt"
+    try:  # a model trained under the same settings (an interrupted cell's): reused, not retrained
+        if key_file.read_text() == key and (out / "fr_model.pt").is_file():
+            print(f"{cell.data} {cell.defence} seed {cell.seed}: model reused from {out}", flush=True)
+            return json.loads((out / "metrics.json").read_text()), out
+    except (OSError, json.JSONDecodeError):
+        pass
+    key_file.unlink(missing_ok=True)
     metrics = train_fr_model(load_faces(cell.data), spec, recipe, out, seed=cell.seed, split_seed=0,
                              public_fraction=s.public_fraction, recalibrate_norms=config.recalibrate_norms,
                              progress=config.progress)
+    atomic_write(key_file, lambda tmp: tmp.write_text(key))  # last: the key marks a finished model
     return metrics, out
 
 
@@ -339,7 +354,7 @@ def _cell_figures(metrics: dict[str, Any], report: dict[str, Any], shown_path: P
                                       for j, jm in m["judges"].items()}}
                     for name, m in attacks.items() if "top1" in m},
         "privacy_model": privacy_score({k: v for k, v in attacks.items() if k in MODEL_ATTACKS}),
-        "privacy_all": report["privacy_score"],
+        "privacy_all": report["privacy_score"], "prior_ceilings": report.get("prior_ceilings", {}),
         "judges": report["judges"], "chance": report["chance"],
         "judge_top1": next(iter(report["judges"].values()))["accuracy_on_private_faces"],
         "attacked_identities": report["attacked_identities"],

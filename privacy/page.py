@@ -124,6 +124,12 @@ def _attack_rows(cell: dict[str, Any]) -> list[str]:
         rows.append(f"| {a} | {m['top1']:.3f} ({lo:.3f}-{hi:.3f}) | {m['top5']:.3f} | "
                     f"{'–' if ev is None else f'{ev:.3f}'} | {m['knn_dist']:.3f} / {m['knn_dist_other']:.3f} | "
                     f"{m['psnr']:.2f} | {m['ssim']:.3f} | {m['seconds']:.0f} |")
+    ceilings = cell.get("prior_ceilings") or {}
+    if ceilings:
+        rows += ["", "Ceilings of the white-box priors (each judge's top-1 on the private faces encoded and decoded "
+                 "by the prior: the most a reconstruction confined to it can score): " + "; ".join(
+                     f"{kind}: " + ", ".join(f"{j} {v:.3f}" for j, v in c.items()) for kind, c in ceilings.items())
+                 + "."]
     return rows
 
 

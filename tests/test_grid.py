@@ -47,6 +47,8 @@ def test_grid_runs_cells_resumes_and_regenerates_the_report(tmp_path, monkeypatc
     # machine-readable: judges and their own accuracy, chance levels, intervals of every attack figure
     assert list(cell["judges"]) == ["evaluator"] and cell["judge_top1"] == cell["judges"]["evaluator"]["accuracy_on_private_faces"]
     assert {"uniform", "majority"} <= set(cell["chance"]) and cell["settings"]["judges"] == ["evaluator"]
+    assert set(cell["prior_ceilings"]) == {"vae", "eigenface"}  # the white-box priors' ceilings, per judge
+    assert all(0 <= c["evaluator"] <= 1 for c in cell["prior_ceilings"].values())
     for a, m in cell["attacks"].items():
         assert m["intervals"]["top1"][0] <= m["top1"] <= m["intervals"]["top1"][1], a
         assert m["judges"]["evaluator"]["top1"] == m["top1"]
@@ -81,6 +83,24 @@ def test_grid_runs_cells_resumes_and_regenerates_the_report(tmp_path, monkeypatc
     # an unreadable cell is unfinished (recomputed), never a crash
     (tmp_path / "cells" / "synthetic__mask__s0.json").write_text("{half")
     assert not store.finished(Cell("synthetic", "mask", 0), config.settings(Cell("synthetic", "mask", 0)))
+
+
+def test_a_trained_model_is_reused_under_the_same_settings_only(tmp_path, monkeypatch):
+    """An interrupted cell does not train its model again; other settings, or a model without its key, do."""
+    from privacy.grid import GRID_DEFENCES, train_cell_model
+
+    config = tiny(tmp_path, ("mask",))
+    cell = Cell("synthetic", "mask", 0)
+    metrics, out = train_cell_model(config, cell, GRID_DEFENCES["mask"])
+    trained = (out / "fr_model.pt").read_bytes()
+    monkeypatch.setattr(privacy.grid, "train_fr_model", lambda *a, **k: pytest.fail("retrained"))
+    again, _ = train_cell_model(config, cell, GRID_DEFENCES["mask"])
+    assert again == json.loads(json.dumps(metrics)) and (out / "fr_model.pt").read_bytes() == trained
+    with pytest.raises(pytest.fail.Exception, match="retrained"):
+        train_cell_model(tiny(tmp_path, ("mask",), epochs=2), cell, GRID_DEFENCES["mask"])
+    assert not (out / "train_key.txt").exists()  # the key goes before a retraining starts: never a stale key
+    with pytest.raises(pytest.fail.Exception, match="retrained"):
+        train_cell_model(config, cell, GRID_DEFENCES["mask"])
 
 
 def test_report_needs_cells_and_the_config_rejects_unknown_names(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,3 +188,38 @@ def test_data_level_mix_follows_the_recorded_k_distribution():
     assert set(((uniform(x, torch.Generator().manual_seed(0))[2] > 0).sum(1)).tolist()) == {2, 3}
     with pytest.raises(ValueError, match="one non-negative weight per k"):
         defence_mix([2, 3], [1.0])
+
+
+def test_prior_ceilings_score_the_private_faces_through_each_prior() -> None:
+    """A prior that keeps each face scores the judge's own accuracy; one that maps every face to the same image
+    scores one identity's share; only the first judged_per_identity faces of each identity are judged."""
+    from privacy.evaluate import _Attacker, _prior_ceilings
+
+    y = torch.arange(4).repeat_interleave(3)  # 4 identities x 3 faces, face value = identity / 10
+    x = (y.float() / 10).view(-1, 1, 1, 1).expand(-1, 1, 4, 4).clone()
+
+    class Judge:
+        seen = 0
+
+        def logits(self, images):
+            Judge.seen += len(images)
+            return -(images.mean(dim=(1, 2, 3)).view(-1, 1) - torch.arange(4).float().view(1, -1) / 10).abs()
+
+    class Keep:
+        def encode(self, images):
+            return images
+
+        def decode(self, z):
+            return z
+
+    class Collapse(Keep):
+        def decode(self, z):
+            return torch.full_like(z, 0.1)  # identity 1's face
+
+    attacker = _Attacker(None, x, [], x, y, torch.arange(4), dataclasses.replace(TINY, judged_per_identity=2),
+                         Path("unused"), 0, "cpu", False)
+    attacker._priors = {"vae": Keep(), "eigenface": Collapse()}
+    panel = {"pretrained": (Judge(), None)}
+    out = _prior_ceilings(attacker, ["whitebox_vae", "whitebox_eigenface", "whitebox_pixels", "datalevel"], panel)
+    assert out == {"vae": {"pretrained": 1.0}, "eigenface": {"pretrained": 0.25}}
+    assert Judge.seen == 2 * 4 * 2  # two priors, 4 identities x the first 2 faces
