@@ -33,6 +33,7 @@ import hashlib
 import json
 import math
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -457,11 +458,28 @@ def _prior_ceilings(attacker: _Attacker, attacks: Sequence[str],
     return out
 
 
+def model_digest(path: Path) -> str:
+    """A digest of a ``torch.save`` file's content: its archive members, without the archive's folder name (the
+    temporary file's, for an atomic save) and the per-save ``serialization_id``, so the same weights saved twice
+    give the same digest; a file that is not a zip archive is digested as it is."""
+    h = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in sorted(z.infolist(), key=lambda i: i.filename.split("/", 1)[-1]):
+                name = info.filename.split("/", 1)[-1]
+                if name.endswith("serialization_id"):
+                    continue
+                h.update(name.encode() + b"\0" + z.read(info) + b"\0")
+    except zipfile.BadZipFile:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def _run_key(model: Path, budget: AttackBudget, seed: int, device: str,
              panel: dict[str, tuple[Judge, torch.Tensor | None]]) -> str:
     """A digest of everything an attack's figures depend on: the model file's bytes, the budget, the seed, the
     device and the judges (their names and galleries' accuracies)."""
-    h = hashlib.sha256(model.read_bytes())
+    h = hashlib.sha256(model_digest(model).encode())
     h.update(json.dumps({"budget": budget.as_dict(), "seed": seed, "device": device,
                          "judges": {n: j.describe() for n, (j, _) in panel.items()}}, sort_keys=True,
                         default=str).encode())

@@ -223,3 +223,18 @@ def test_prior_ceilings_score_the_private_faces_through_each_prior() -> None:
     out = _prior_ceilings(attacker, ["whitebox_vae", "whitebox_eigenface", "whitebox_pixels", "datalevel"], panel)
     assert out == {"vae": {"pretrained": 1.0}, "eigenface": {"pretrained": 0.25}}
     assert Judge.seen == 2 * 4 * 2  # two priors, 4 identities x the first 2 faces
+
+
+def test_model_digest_sees_the_weights_not_the_save(tmp_path) -> None:
+    """The same weights saved twice (atomic saves: another temporary name, another serialization id) digest alike,
+    so a retrained but identical model reuses its finished attacks; one changed weight does not."""
+    from fr_models.trainer import atomic_torch_save
+    from privacy.evaluate import model_digest
+
+    state = {"w": torch.arange(6.0).view(2, 3), "card": {"defence": "none"}}
+    a, b = atomic_torch_save(state, tmp_path / "a.pt"), atomic_torch_save(state, tmp_path / "b" / "fr_model.pt")
+    assert a.read_bytes() != b.read_bytes() and model_digest(a) == model_digest(b)
+    state["w"][0, 0] = 0.5
+    assert model_digest(atomic_torch_save(state, tmp_path / "c.pt")) != model_digest(a)
+    (tmp_path / "d.pt").write_bytes(b"not a zip")
+    assert model_digest(tmp_path / "d.pt") != model_digest(a)
