@@ -438,8 +438,9 @@ def _judge_panel(judges: Sequence[str], paths: dict[str, Path], x: torch.Tensor,
 def _prior_ceilings(attacker: _Attacker, attacks: Sequence[str],
                     panel: dict[str, tuple[Judge, torch.Tensor | None]]) -> dict[str, dict[str, float]]:
     """Per image prior of the white-box attacks run (``vae``, ``eigenface``), each judge's top-1 on the attacked
-    identities' private faces (the first ``judged_per_identity`` of each) passed through it (encoded, decoded): the most a reconstruction confined to the prior can score,
-    whatever the attack; a white-box figure far below it is the attack's weakness, one near it the prior's."""
+    identities' private faces (the first ``judged_per_identity`` of each) passed through it (encoded, decoded):
+    the most a reconstruction confined to the prior can score, whatever the attack; a white-box figure far below
+    it is the attack's weakness, one near it the prior's."""
     out: dict[str, dict[str, float]] = {}
     per_id = attacker.budget.judged_per_identity
     y_all = attacker.y_judged

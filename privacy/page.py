@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from datetime import datetime, timezone
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,8 @@ def _utility_note(u: dict[str, Any]) -> str:
                                                    else ""))
     parts.append(f"top-5 {u['top5']:.3f}")
     if u.get("chance"):
-        parts.append(f"chance: uniform {u['chance']['uniform']:.3f}, majority class {u['chance']['majority_class']:.3f}")
+        ch = u["chance"]
+        parts.append(f"chance: uniform {ch['uniform']:.3f}, majority class {ch['majority_class']:.3f}")
     return " (" + "; ".join(parts) + ")"
 
 
