@@ -241,3 +241,15 @@ def test_model_digest_sees_the_weights_not_the_save(tmp_path) -> None:
     assert model_digest(atomic_torch_save(state, tmp_path / "c.pt")) != model_digest(a)
     (tmp_path / "d.pt").write_bytes(b"not a zip")
     assert model_digest(tmp_path / "d.pt") != model_digest(a)
+
+
+def test_the_eigenface_prior_takes_the_budgets_basis_size() -> None:
+    """eigen_components sets the basis, capped at what the public faces (and their mirror images) span."""
+    from privacy.evaluate import _Attacker
+
+    x = torch.rand(30, 1, 8, 8)
+    for want, got in ((10, 10), (1000, 59)):
+        attacker = _Attacker(None, x, [], x, torch.zeros(30, dtype=torch.long), torch.arange(1),
+                             dataclasses.replace(TINY, eigen_components=want), Path("unused"), 0, "cpu", False)
+        assert attacker.prior("eigenface").latent_dim == got
+    assert AttackBudget().eigen_components == 1000 and "eigen_components" in AttackBudget().as_dict()
