@@ -187,6 +187,8 @@ def _evaluate_args(argv: list[str] | None, doc: str | None) -> argparse.Namespac
                    "data-level attack (datalevel_cluster) sees")
     p.add_argument("--judged-per-identity", type=int, default=4, help="reconstructions judged per identity, drawn "
                    "at random where an attack made more (dlib's judge costs about 0.15 s a face)")
+    p.add_argument("--eigen-components", type=int, default=AttackBudget().eigen_components,
+                   help="basis size of whitebox_eigenface's prior (at most twice the public faces, less one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("runs/privacy"))

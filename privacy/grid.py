@@ -290,7 +290,7 @@ def judge_paths(config: GridConfig, data: str) -> tuple[Path, Path, Path]:
 def train_cell_model(config: GridConfig, cell: Cell, spec: DefenceSpec) -> tuple[dict[str, Any], Path]:
     """Train the cell's FR model under ``spec`` on the private identities of the seed-0 split, in
     ``<work>/<data>/<defence>_s<seed>``; returns its metrics (:func:`~privacy.defences.train_fr_model`) and folder.
-    A model that folder already holds from the same settings (``train_key.txt``, written after the model) is
+    A model that folder already holds from the same settings (``train_key.json``, written after the model) is
     reused: a cell interrupted during its attacks does not train again."""
     s = config.data(cell.data)
     out = config.work / cell.data / f"{cell.defence}_s{cell.seed}"
@@ -300,18 +300,22 @@ def train_cell_model(config: GridConfig, cell: Cell, spec: DefenceSpec) -> tuple
                          "recipe": recipe.as_dict(), "defence_spec": spec.as_dict(),
                          "policy_path": str(spec.policy.path) if spec.policy is not None else None,
                          "recalibrate_norms": config.recalibrate_norms, "identity_split_seed": 0})
-    key_file = out / "train_key.txt"
+    key_file = out / "train_key.json"
     try:  # a model trained under the same settings (an interrupted cell's): reused, not retrained
-        if key_file.read_text() == key and (out / "fr_model.pt").is_file():
+        done = json.loads(key_file.read_text())
+        if done["key"] == key and (out / "fr_model.pt").is_file():
             print(f"{cell.data} {cell.defence} seed {cell.seed}: model reused from {out}", flush=True)
-            return json.loads((out / "metrics.json").read_text()), out
-    except (OSError, json.JSONDecodeError):
+            return {**json.loads((out / "metrics.json").read_text()), "train_seconds": done["seconds"]}, out
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
         pass
     key_file.unlink(missing_ok=True)
+    t0 = time.perf_counter()
     metrics = train_fr_model(load_faces(cell.data), spec, recipe, out, seed=cell.seed, split_seed=0,
                              public_fraction=s.public_fraction, recalibrate_norms=config.recalibrate_norms,
                              progress=config.progress)
-    atomic_write(key_file, lambda tmp: tmp.write_text(key))  # last: the key marks a finished model
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
+    # last: the key marks a finished model (and keeps how long it took to train)
+    atomic_write(key_file, lambda tmp: tmp.write_text(json.dumps({"key": key, "seconds": metrics["train_seconds"]})))
     return metrics, out
 
 
@@ -324,9 +328,8 @@ def run_cell(config: GridConfig, cell: Cell) -> dict[str, Any]:
         agent_path = config.work / cell.data / "agents" / f"{cell.defence}_s{cell.seed}.{suffix}"
         record["agent_seconds"] = round(train_agent(config, cell, agent_path), 1)
         spec = dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, path=agent_path))
-    t0 = time.perf_counter()
     metrics, out = train_cell_model(config, cell, spec)
-    record["train_seconds"] = round(time.perf_counter() - t0, 1)
+    record["train_seconds"] = metrics["train_seconds"]  # the model's own training, also when it was reused
     ev_path, prior_path, gallery = judge_paths(config, cell.data)
     t0 = time.perf_counter()
     report = evaluate_privacy(out / "fr_model.pt", cell.data, ATTACKS, config.attack, judges=config.judges,

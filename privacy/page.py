@@ -193,10 +193,11 @@ def write_privacy_page(store: CellStore, path: str | Path, command: str = "bench
             u = c["utility"]
             L += [f"### {data}, {name}: identification top-1 {u['top1']:.3f}{_utility_note(u)}; privacy "
                   f"(model) {c['privacy_model']:.3f}, (all) {c['privacy_all']:.3f}", "", *_attack_rows(c), "",
-                  f"Training {c.get('train_seconds', 0) / 60:.0f} min, attacks {c.get('attack_seconds', 0) / 60:.0f} "
-                  "min on this machine.", ""]
+                  (f"Training {c['train_seconds'] / 60:.0f} min, " if c.get("train_seconds") else
+                   "Training time not recorded (a model trained by an interrupted run, reused), ")
+                  + f"attacks {c.get('attack_seconds', 0) / 60:.0f} min on this machine.", ""]
         L += _sweep_rows(store, data)
-        gains = matched_gains(defences)
+        gains = {n: g for n, g in matched_gains(defences).items() if g["gains"] or g["outside"]}
         if gains:
             L += ["Privacy (model) at matched accuracy, against the fixed-k frontier (k = 2, 6): " + "; ".join(
                 f"{n} {g['mean']:+.3f}" if g["mean"] is not None else f"{n} outside its accuracy range"

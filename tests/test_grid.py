@@ -96,9 +96,10 @@ def test_a_trained_model_is_reused_under_the_same_settings_only(tmp_path, monkey
     monkeypatch.setattr(privacy.grid, "train_fr_model", lambda *a, **k: pytest.fail("retrained"))
     again, _ = train_cell_model(config, cell, GRID_DEFENCES["mask"])
     assert again == json.loads(json.dumps(metrics)) and (out / "fr_model.pt").read_bytes() == trained
+    assert again["train_seconds"] == metrics["train_seconds"] > 0  # the training's own time, kept
     with pytest.raises(pytest.fail.Exception, match="retrained"):
         train_cell_model(tiny(tmp_path, ("mask",), epochs=2), cell, GRID_DEFENCES["mask"])
-    assert not (out / "train_key.txt").exists()  # the key goes before a retraining starts: never a stale key
+    assert not (out / "train_key.json").exists()  # the key goes before a retraining starts: never a stale key
     with pytest.raises(pytest.fail.Exception, match="retrained"):
         train_cell_model(config, cell, GRID_DEFENCES["mask"])
 
