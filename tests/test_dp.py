@@ -92,3 +92,6 @@ def test_fit_dp_with_negligible_noise_learns_and_refuses_batch_norm():
         fit_dp(_dp_trainer("batch"), x, y, epochs=1, batch_size=16)
     with pytest.raises(ValueError, match="noise_multiplier > 0"):
         fit_dp(t, x, y, epochs=1, batch_size=16, noise_multiplier=0.0)
+    cosface = FRTrainer(FRConfig(6, (4, 4), 4, embedding_dim=16, widths=(8, 8), norm="group", head="cosface"), seed=0)
+    with pytest.raises(ValueError, match="need the softmax head, got head='cosface'"):
+        fit_dp(cosface, x, y, epochs=1, batch_size=16)
