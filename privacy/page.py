@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,7 +58,11 @@ def run_page(config: GridConfig, store: CellStore, dpsgd: bool = True, noise: Se
     if not dpsgd:
         return
     for data in config.datasets:
-        spec = compared_spec(sweep_dpsgd(config, data, sweep_store(store), DP_NOISE if noise is None else noise))
+        try:
+            spec = compared_spec(sweep_dpsgd(config, data, sweep_store(store), DP_NOISE if noise is None else noise))
+        except ValueError as e:  # a recipe DP-SGD cannot train: the page's other cells stand, the page is written
+            print(f"dpsgd: not swept on {data}: {e}", file=sys.stderr, flush=True)
+            continue
         if spec is None:
             print(f"dpsgd: no swept noise learns above the majority class on {data}; no dpsgd cell", flush=True)
             continue

@@ -53,3 +53,19 @@ def test_no_learning_point_and_bad_input() -> None:
     with pytest.raises(ValueError, match="varies a DP-SGD defence, got base defence 'mask'"):
         sweep_dpsgd(config(Path("unused")), "synthetic", CellStore("unused"),
                     base=DefenceSpec("mask"))
+
+
+def test_the_page_goes_on_when_dpsgd_cannot_train_its_recipe(tmp_path, monkeypatch, capsys) -> None:
+    """A recipe DP-SGD refuses (fit_dp's clear error) leaves the page's other cells and the page to be written."""
+    import privacy.page
+
+    ran = []
+    monkeypatch.setattr(privacy.page, "run_grid", lambda config, store: ran.append(config.defences))
+
+    def refuse(*a, **k):
+        raise ValueError("DP-SGD's per-sample gradients (Opacus) need the softmax head, got head='cosface'")
+
+    monkeypatch.setattr(privacy.sweep, "sweep_dpsgd", refuse)
+    privacy.page.run_page(config(tmp_path), CellStore(tmp_path / "cells"))
+    assert ran == [("none",)]  # the page's own cells only: no dpsgd cell
+    assert "dpsgd: not swept on synthetic: DP-SGD's per-sample gradients" in capsys.readouterr().err
