@@ -37,8 +37,8 @@ def compare_budgets(page: CellStore, work: str | Path, store: CellStore, budget:
     :param defences: compare only these defences' models (``None``: every page cell).
     :param attacks: the attacks compared.
     :return: one record per compared model: ``data``, ``defence``, ``seed``, ``budget``, ``judge``, ``rows`` (per
-        attack: ``full`` and ``small`` top-1, their ``full_interval`` / ``small_interval``, ``within``), and
-        ``within_share`` (the share of attacks whose small-budget figure lies inside the full interval).
+        attack: ``full`` and ``small`` top-1, their ``full_interval`` / ``small_interval``, ``within``: the
+        small-budget figure inside the full interval).
     :raises FileNotFoundError: the page holds no cell, or a compared cell's model is not in ``work``.
     """
     work = Path(work)
@@ -74,7 +74,6 @@ def compare_budgets(page: CellStore, work: str | Path, store: CellStore, budget:
         record = {"data": key.data, "defence": key.defence, "seed": key.seed, "budget": budget.as_dict(),
                   "judge": s["judges"][0], "full_identities": cell["attacked_identities"],
                   "small_identities": report["attacked_identities"], "rows": rows,
-                  "within_share": sum(r["within"] for r in rows.values()) / len(rows) if rows else None,
                   "seconds": round(time.perf_counter() - t0, 1), "full_seconds": cell.get("attack_seconds"),
                   "settings": settings, "settings_hash": settings_hash(settings),
                   "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}

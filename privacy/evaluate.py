@@ -354,7 +354,7 @@ def evaluate_privacy(
         ``<out>/judge_gallery.pt``).
     :param prior: the VAE prior checkpoint to reuse, or where to save a new one (default ``<out>/vae_prior.pt``).
     :param out: the output folder: ``privacy.json``, the picture, and ``attacks/<attack>.pt``, each attack's figures
-        as it finishes, keyed by the model's bytes, the budget, the seed, the device and the judges; a rerun of an
+        as it finishes, keyed by the model's content (:func:`model_digest`), the budget, the seed, the device and the judges; a rerun of an
         interrupted evaluation reuses the attacks of the same key and computes only the rest.
     :param seed: the attacks' (and new judges') seed.
     :param device: where to attack.
@@ -484,7 +484,7 @@ def model_digest(path: Path) -> str:
 
 def _run_key(model: Path, budget: AttackBudget, seed: int, device: str,
              panel: dict[str, tuple[Judge, torch.Tensor | None]]) -> str:
-    """A digest of everything an attack's figures depend on: the model file's bytes, the budget, the seed, the
+    """A digest of everything an attack's figures depend on: the model's content, the budget, the seed, the
     device and the judges (their names and galleries' accuracies)."""
     h = hashlib.sha256(model_digest(model).encode())
     h.update(json.dumps({"budget": budget.as_dict(), "seed": seed, "device": device,
