@@ -79,10 +79,6 @@ def fit_dp(
     if not (noise_multiplier > 0 and max_grad_norm > 0 and 0 < delta < 1):
         raise ValueError(f"need noise_multiplier > 0, max_grad_norm > 0 and 0 < delta < 1, got {noise_multiplier}, "
                          f"{max_grad_norm}, {delta}")
-    if trainer.config.head != "softmax":  # a margin head's forward takes the targets: Opacus cannot vmap it
-        raise ValueError(f"DP-SGD's per-sample gradients (Opacus) need the softmax head, got head="
-                         f"{trainer.config.head!r} (its loss takes the targets inside the module); build it with "
-                         "FRConfig(head='softmax'), as the recipes 'legacy', 'small' and 'tiny' do")
     if trainer.config.norm != "group":
         raise ValueError(f"DP-SGD needs a model without batch norm: build it with FRConfig(norm='group'), got "
                          f"norm={trainer.config.norm!r}")

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ArcFaceHead", "ClassifierHead", "CosFaceHead", "SoftmaxHead", "make_head", "targets_as_components"]
+__all__ = [
+    "ArcFaceHead", "ClassifierHead", "CosFaceHead", "CosineClassifier", "SoftmaxHead", "make_head", "targets_as_components",
+]
 
 
 def targets_as_components(targets: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,6 +96,26 @@ class SoftmaxHead(ClassifierHead):
         return self.fc(embeddings)
 
 
+class CosineClassifier(nn.Module):
+    """Cosine similarity between each embedding and each of ``num_classes`` learnt class centres.
+
+    The margin heads' parameters live here, in a module whose forward takes the activations only, so that
+    per-sample-gradient engines (Opacus) can compute its gradients; the margin is applied outside it.
+
+    :param embedding_dim: size of the embeddings.
+    :param num_classes: number of class centres.
+    """
+
+    def __init__(self, embedding_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``(N, embedding_dim)`` embeddings to ``(N, num_classes)`` cosines."""
+        return F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1))
+
+
 class ArcFaceHead(ClassifierHead):
     """ArcFace (Deng et al., CVPR 2019): logits ``s * cos(theta)``, the target's ``s * cos(theta + m)``.
 
@@ -112,12 +134,22 @@ class ArcFaceHead(ClassifierHead):
             raise ValueError(f"margin={margin} is out of range: accepted 0 <= margin < pi/2 (radians)")
         self.scale = float(scale)
         self.margin = float(margin)
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
-        nn.init.xavier_uniform_(self.weight)
+        self.classifier = CosineClassifier(embedding_dim, num_classes)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The class centres, ``(num_classes, embedding_dim)`` (held by :attr:`classifier`)."""
+        return self.classifier.weight
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object, **kwargs: object) -> None:
+        # checkpoints written before the centres moved into ``classifier`` name them ``<prefix>weight``
+        if prefix + "weight" in state_dict and prefix + "classifier.weight" not in state_dict:
+            state_dict[prefix + "classifier.weight"] = state_dict.pop(prefix + "weight")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosine between each embedding and each class centre, ``(N, num_classes)``."""
-        return F.linear(F.normalize(embeddings, dim=1), F.normalize(self.weight, dim=1))
+        return self.classifier(embeddings)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.scale * self.cosine(embeddings)

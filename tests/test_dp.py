@@ -92,6 +92,35 @@ def test_fit_dp_with_negligible_noise_learns_and_refuses_batch_norm():
         fit_dp(_dp_trainer("batch"), x, y, epochs=1, batch_size=16)
     with pytest.raises(ValueError, match="noise_multiplier > 0"):
         fit_dp(t, x, y, epochs=1, batch_size=16, noise_multiplier=0.0)
-    cosface = FRTrainer(FRConfig(6, (4, 4), 4, embedding_dim=16, widths=(8, 8), norm="group", head="cosface"), seed=0)
-    with pytest.raises(ValueError, match="need the softmax head, got head='cosface'"):
-        fit_dp(cosface, x, y, epochs=1, batch_size=16)
+
+
+@pytest.mark.parametrize("head", ["cosface", "arcface"])
+def test_margin_heads_train_under_dp_sgd_with_exact_per_sample_gradients(head):
+    """The real recipe's CosFace head: its centres sit in a one-input module, so Opacus sees per-sample gradients."""
+    from opacus import GradSampleModule
+
+    from fr_models.dp import _Loss
+
+    x, y = _dp_data()
+    cfg = FRConfig(6, (4, 4), 4, embedding_dim=16, widths=(8, 8), norm="group", head=head, lr=1e-2)
+    module = GradSampleModule(_Loss(FRTrainer(cfg, seed=0)), loss_reduction="mean")
+    module(x[:16], y[:16]).mean().backward()
+    for name, p in module.named_parameters():  # the class centres included
+        assert torch.allclose(p.grad_sample.mean(0), p.grad, atol=1e-6), name
+    assert any(name.endswith("head.classifier.weight") for name, _ in module.named_parameters())
+    t = FRTrainer(cfg, seed=0)
+    before = t.accuracy(x, y)
+    r = fit_dp(t, x, y, epochs=10, batch_size=16, noise_multiplier=1e-3, max_grad_norm=10.0)
+    assert t.accuracy(x, y) > max(before, 0.6) and r["epoch_losses"][-1] < r["epoch_losses"][0]
+
+
+def test_margin_head_checkpoints_from_before_the_classifier_module_still_load():
+    from fr_models.heads import CosFaceHead
+
+    head = CosFaceHead(8, 3)
+    old = {"weight": torch.randn(3, 8)}  # how a margin head's centres were named before
+    head.load_state_dict(old)
+    assert torch.equal(head.weight, old["weight"]) and head.weight is head.classifier.weight
+    assert list(head.state_dict()) == ["classifier.weight"]
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        head.load_state_dict({"weight": torch.randn(4, 8)})
