@@ -8,7 +8,9 @@ What is run and how is :mod:`privacy.page`'s docstring. Each finished model is a
 (default ``docs/results/privacy``, committed); models, judges and priors go to ``--work``. A rerun skips the
 cells whose settings match, so an interrupted run continues where it stopped. After the page's defences, DP-SGD's
 noise sweep (training only, points under ``<cells>/dpsgd_sweep``) and its compared point as the ``dpsgd`` cell
-(``--no-dpsgd``: skipped). Cost measured per cell on the page.
+(``--no-dpsgd``: skipped); then the data-level attacks against each mixing scheme on the ``mask`` model's transform
+(:mod:`privacy.kstudy`: fixed k = 1..6, uniform k, and the k distributions of the grid's policy cells in
+``--policies``; records under ``<cells>/kstudy``; ``--no-kstudy``: skipped). Cost measured per cell on the page.
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "privacy_page")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--no-dpsgd", action="store_true", help="skip DP-SGD's noise sweep and its attacked model")
+    p.add_argument("--no-kstudy", action="store_true", help="skip the data-level study of the mixing schemes")
+    p.add_argument("--policies", type=Path, default=ROOT / "docs" / "results",
+                   help="the grid's cells, whose policies' k distributions the data-level study attacks")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     store = CellStore(args.cells)
     if not args.report_only:
         run_page(page_config(args.work, tuple(args.datasets), tuple(args.defences), progress=not args.no_progress),
-                 store, dpsgd=not args.no_dpsgd)
-    path = write_privacy_page(store, args.out)
+                 store, dpsgd=not args.no_dpsgd, kstudy=not args.no_kstudy, policies=args.policies)
+    path = write_privacy_page(store, args.out, policies=args.policies)
     print(f"wrote {path}")
     return path
 

@@ -104,6 +104,8 @@ class AttackBudget:
     :param grid_identities: rows of the reconstruction grid.
     :param mix_k: k of the data-level attack (``None``: the model's own: 1 for mask-only, its k for fixed, its k
         set for random / policy).
+    :param mix_weights: how often the data-level attack's scheme draws each of ``mix_k`` (``None``: uniformly);
+        only with ``mix_k``. How a study of the scheme alone simulates a policy's choices (its ``k_distribution``).
     :param observed_epochs: training passes whose encodings the clustering attack (``datalevel_cluster``) sees.
     :param judged_per_identity: reconstructions judged per identity, drawn at random (seeded) where an attack made
         more (``None``: all); dlib's judge costs about 0.14 s a face, and a data-level attack makes one per face.
@@ -126,6 +128,7 @@ class AttackBudget:
     judge_min_updates: int | None = None
     grid_identities: int = 8
     mix_k: tuple[int, ...] | None = None
+    mix_weights: tuple[float, ...] | None = None
     observed_epochs: int = 10
     judged_per_identity: int | None = 4
     eigen_components: int = 1000
@@ -133,7 +136,17 @@ class AttackBudget:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("identities", "judge_min_updates", "mix_k", "judged_per_identity") and value is None:
+            if f.name in ("identities", "judge_min_updates", "mix_k", "mix_weights", "judged_per_identity") \
+                    and value is None:
+                continue
+            if f.name == "mix_weights":
+                weights = tuple(float(w) for w in value)
+                object.__setattr__(self, "mix_weights", weights)
+                if self.mix_k is None or len(weights) != len(self.mix_k):
+                    raise ValueError(f"attack budget: mix_weights needs mix_k and one weight per k, got mix_weights="
+                                     f"{list(value)} for mix_k={None if self.mix_k is None else list(self.mix_k)}")
+                if min(weights) < 0 or not sum(weights) > 0:
+                    raise ValueError(f"attack budget: mix_weights must be >= 0 with a positive sum, got {list(value)}")
                 continue
             if f.name == "mix_k":
                 object.__setattr__(self, "mix_k", tuple(int(k) for k in value))
@@ -305,7 +318,8 @@ class _Attacker:
         ks = data_level_k(card, b.mix_k)
         if ks is None:
             return "a pixel-domain model is trained on the raw faces: the server sees them, there is nothing to recover"
-        weights = data_level_weights(card, ks) if b.mix_k is None else None
+        weights = data_level_weights(card, ks) if b.mix_k is None else \
+            (list(b.mix_weights) if b.mix_weights is not None else None)
         mix = defence_mix(ks, weights)
         transform = self.target.transform  # the white-box transform the model carries
         if attack == "datalevel_cluster":

@@ -23,9 +23,11 @@ from fr_models.system import versions
 from fr_models.trainer import atomic_write
 from privacy.evaluate import JUDGES, AttackBudget
 from privacy.grid import ATTACKS, GRID_DEFENCES, CellStore, DataSettings, GridConfig, run_grid
+from privacy.kstudy import kstudy_rows, policy_schemes
 from privacy.results import check_row, defence_order, grid_figure, matched_gains, sanity_checks, summarise
 
-__all__ = ["PAGE_DATA", "PAGE_DEFENCES", "page_config", "run_page", "sweep_store", "write_privacy_page"]
+__all__ = ["PAGE_DATA", "PAGE_DEFENCES", "kstudy_store", "page_config", "run_page", "sweep_store",
+           "write_privacy_page"]
 
 #: The page's data sets: image size, the attacker's share of identities (the grid's split), training epochs.
 PAGE_DATA: dict[str, DataSettings] = {"lfw": DataSettings(64, 0.367, 40), "att_faces": DataSettings(64, 0.3, 100)}
@@ -47,16 +49,35 @@ def sweep_store(store: CellStore) -> CellStore:
     return CellStore(store.root / "dpsgd_sweep")
 
 
-def run_page(config: GridConfig, store: CellStore, dpsgd: bool = True, noise: Sequence[float] | None = None) -> None:
+def kstudy_store(store: CellStore) -> CellStore:
+    """Where the page's data-level study of the mixing schemes lives: ``kstudy/`` inside the page's cells."""
+    return CellStore(store.root / "kstudy")
+
+
+def run_page(config: GridConfig, store: CellStore, dpsgd: bool = True, noise: Sequence[float] | None = None,
+             kstudy: bool = True, policies: str | Path | None = None, schemes: Sequence[Any] | None = None) -> None:
     """Compute the page's unfinished cells; then, with ``dpsgd``, per data set DP-SGD's noise sweep
     (:func:`privacy.sweep.sweep_dpsgd`, training only, over ``noise``: default
     :data:`~privacy.sweep.DP_NOISE`) and, if a swept noise learns above the majority class, the ``dpsgd`` cell at
-    that noise, attacked as every other."""
-    from privacy.sweep import DP_NOISE, compared_spec, sweep_dpsgd
+    that noise, attacked as every other; then, with ``kstudy``, per data set the data-level attacks against each
+    mixing scheme (:mod:`privacy.kstudy`: fixed k = 1..6, uniform k, and the k distributions of the grid's policy
+    cells in ``policies``, if given; ``schemes``: other :class:`~privacy.kstudy.Scheme` s in place of the fixed and
+    uniform ones)."""
+    from privacy.kstudy import default_schemes, run_kstudy
 
     run_grid(config, store)
-    if not dpsgd:
-        return
+    if dpsgd:
+        _run_dpsgd(config, store, noise)
+    if kstudy:
+        for data in config.datasets:
+            extra = policy_schemes(policies, data)[0] if policies is not None else []
+            run_kstudy(config, data, kstudy_store(store), [*(default_schemes() if schemes is None else schemes),
+                                                            *extra])
+
+
+def _run_dpsgd(config: GridConfig, store: CellStore, noise: Sequence[float] | None) -> None:
+    from privacy.sweep import DP_NOISE, compared_spec, sweep_dpsgd
+
     for data in config.datasets:
         try:
             spec = compared_spec(sweep_dpsgd(config, data, sweep_store(store), DP_NOISE if noise is None else noise))
@@ -153,8 +174,10 @@ def _utility_note(u: dict[str, Any]) -> str:
     return " (" + "; ".join(parts) + ")"
 
 
-def write_privacy_page(store: CellStore, path: str | Path, command: str = "benchmarks/privacy_page.py") -> Path:
-    """``docs/privacy.md`` from the page's cells in ``store`` (figures beside it under ``img/``).
+def write_privacy_page(store: CellStore, path: str | Path, command: str = "benchmarks/privacy_page.py",
+                       policies: str | Path | None = None) -> Path:
+    """``docs/privacy.md`` from the page's cells in ``store`` (figures beside it under ``img/``); ``policies``: the
+    grid's cells, whose one-k policies the data-level study names.
 
     :raises FileNotFoundError: the store holds no cell.
     """
@@ -202,6 +225,7 @@ def write_privacy_page(store: CellStore, path: str | Path, command: str = "bench
                    "Training time not recorded (a model trained by an interrupted run, reused), ")
                   + f"attacks {c.get('attack_seconds', 0) / 60:.0f} min on this machine.", ""]
         L += _sweep_rows(store, data)
+        L += kstudy_rows(kstudy_store(store), data, policy_schemes(policies, data)[1] if policies is not None else None)
         gains = {n: g for n, g in matched_gains(defences).items() if g["gains"] or g["outside"]}
         if gains:
             L += ["Privacy (model) at matched accuracy, against the fixed-k frontier (k = 2, 6): " + "; ".join(

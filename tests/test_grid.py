@@ -187,15 +187,25 @@ def test_matched_gains_compare_at_the_fixed_k_frontiers_accuracy_seed_by_seed():
 def test_privacy_page_runs_its_models_as_cells_and_writes_the_page_from_them(tmp_path, monkeypatch):
     import dataclasses
 
-    from privacy.page import page_config, run_page, write_privacy_page
+    from privacy.kstudy import Scheme
+    from privacy.page import kstudy_store, page_config, run_page, write_privacy_page
 
     config = dataclasses.replace(page_config(tmp_path / "work", defences=("pixel", "none", "fixed2"), progress=False),
                                  datasets=("synthetic",), data_settings={"synthetic": DataSettings(None, 0.3, 1)},
                                  recipe="tiny", attack=dataclasses.replace(TINY_ATTACKS, identities=None))
     assert config.judges == ("pretrained", "evaluator") and config.recalibrate_norms
     store = CellStore(tmp_path / "cells")
-    run_page(config, store, noise=(1000.0, 0.05))  # DP-SGD: z = 1000 learns nothing, 0.05 learns and is attacked
-    page = write_privacy_page(store, tmp_path / "privacy.md").read_text()
+    grid = tmp_path / "grid"  # the grid's policy cells, whose k distributions the data-level study attacks
+    grid.mkdir()
+    (grid / "synthetic__ppo__s0.json").write_text(json.dumps({"k_distribution": {"2": 0.5, "6": 0.5}}))
+    (grid / "synthetic__sac__s0.json").write_text(json.dumps({"k_distribution": {"4": 1.0}}))
+    # DP-SGD: z = 1000 learns nothing, 0.05 learns and is attacked; then the data-level study of the schemes
+    run_page(config, store, noise=(1000.0, 0.05), policies=grid, schemes=[Scheme("k1", (1,))])
+    page = write_privacy_page(store, tmp_path / "privacy.md", policies=grid).read_text()
+    study = {r["scheme"]: r for r in kstudy_store(store).load()}
+    assert set(study) == {"k1", "ppo_s0"} and study["ppo_s0"]["attacks"]["datalevel"]["k_weights"] == [0.5, 0.5]
+    assert set(study["k1"]["attacks"]["datalevel_cluster"]["judges"]) == {"pretrained", "evaluator"}
+    assert "| k in {2: 0.50, 6: 0.50} (grid ppo seed 0) |" in page and "sac_s0 k = 4." in page
     dp = json.loads(store.path(Cell("synthetic", "dpsgd", 0)).read_text())
     assert dp["settings"]["defence_spec"]["noise_multiplier"] == 0.05 and "datalevel" in dp["attacks"]
     assert "### synthetic, dpsgd" in page and "| 1000 |" in page and "| 0.05 |" in page
@@ -218,7 +228,8 @@ def test_privacy_page_runs_its_models_as_cells_and_writes_the_page_from_them(tmp
     assert (tmp_path / "img" / "privacy_synthetic.png").is_file()
     assert run_grid(config, store) == []  # resumed: nothing left to compute
     (tmp_path / "privacy.md").unlink()
-    run_page(config, store, noise=(1000.0, 0.05))  # nothing retrained: the sweep's points and the dpsgd cell reused
+    # nothing retrained: the sweep's points, the dpsgd cell and the study reused
+    run_page(config, store, noise=(1000.0, 0.05), policies=grid, schemes=[Scheme("k1", (1,))])
     assert write_privacy_page(store, tmp_path / "privacy.md").read_text().count("| 1000 |") == 1
 
     # the page's models attacked again with a smaller budget, the figures side by side

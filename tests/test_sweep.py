@@ -66,6 +66,6 @@ def test_the_page_goes_on_when_dpsgd_cannot_train_its_recipe(tmp_path, monkeypat
         raise ValueError("DP-SGD's per-sample gradients (Opacus) need the softmax head, got head='cosface'")
 
     monkeypatch.setattr(privacy.sweep, "sweep_dpsgd", refuse)
-    privacy.page.run_page(config(tmp_path), CellStore(tmp_path / "cells"))
+    privacy.page.run_page(config(tmp_path), CellStore(tmp_path / "cells"), kstudy=False)
     assert ran == [("none",)]  # the page's own cells only: no dpsgd cell
     assert "dpsgd: not swept on synthetic: DP-SGD's per-sample gradients" in capsys.readouterr().err
