@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MixResult", "mix_batch", "mix_inputs", "sample_dirichlet", "sample_gamma"]
+__all__ = ["MixResult", "label_entropy", "mix_batch", "mix_inputs", "sample_dirichlet", "sample_gamma"]
 
 
 def sample_gamma(shape: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -138,6 +138,24 @@ def mix_batch(
     mixed = _apply(matrix, inputs)
     soft = matrix @ targets
     return MixResult(inputs=mixed, soft_labels=soft, partners=partners, weights=weights, k=kt)
+
+
+def label_entropy(soft_labels: torch.Tensor) -> torch.Tensor:
+    """Each soft label's entropy ``-sum_c t_c log t_c`` in nats, ``(N,)`` (0 for a one-hot label).
+
+    The soft-label cross-entropy of a model with probabilities ``p`` is ``H(t) + KL(t || p)``: the entropy is the
+    part no model can learn away. With Dirichlet(1) weights over ``k`` distinct identities its mean is
+    ``H_k - 1`` (``H_k`` the k-th harmonic number): 0.50, 0.83, 1.08, 1.28, 1.45 nats for k = 2..6.
+
+    :param soft_labels: ``(N, num_classes)`` non-negative rows summing to 1.
+    :raises ValueError: a negative entry (negative label smoothing has no entropy in this sense).
+    """
+    if soft_labels.ndim != 2:
+        raise ValueError(f"soft labels must be (N, num_classes), got shape {tuple(soft_labels.shape)}")
+    if bool((soft_labels < 0).any()):
+        raise ValueError("soft labels with negative entries have no label entropy (accepted: non-negative rows)")
+    t = soft_labels.double()
+    return -torch.where(t > 0, t * t.clamp_min(1e-300).log(), torch.zeros_like(t)).sum(1).to(soft_labels.dtype)
 
 
 def mix_inputs(

@@ -53,6 +53,7 @@ __all__ = [
     "StepRecord",
     "UtilityAware",
     "WeightedSum",
+    "fr_loss_learnable",
     "get_reward",
     "list_rewards",
     "make_reward",
@@ -79,8 +80,11 @@ class StepRecord:
     :ivar episode_steps: number of steps in the episode.
     :ivar num_classes: number of identities (``log(num_classes)`` is the chance-level cross-entropy).
     :ivar k_values: the k the env can choose from.
+    :ivar label_entropy: mean entropy of the mixed batch's soft labels in nats (:func:`mixup_env.mixing.label_entropy`;
+        the part of ``mixed_loss`` no model can learn away; ``nan`` where not given).
     :ivar k: ``(N,)`` images mixed into each sample.
     :ivar mixed_losses: ``(N,)`` per-sample FR losses on the mixed batch.
+    :ivar label_entropies: ``(N,)`` per-sample entropies of the soft labels.
     """
 
     mixed_loss: float
@@ -94,8 +98,16 @@ class StepRecord:
     episode_steps: int
     num_classes: int
     k_values: tuple[int, ...] = (2, 3, 4, 5, 6)
+    label_entropy: float = math.nan
     k: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False, compare=False)
     mixed_losses: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    label_entropies: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+
+    @property
+    def learnable_loss(self) -> float:
+        """``mixed_loss - label_entropy``: the part of the mixed loss a model can lower (``KL(t || p)`` for the
+        softmax head; a margin head adds its margin), which grows with k only if the mixes are harder to learn."""
+        return self.mixed_loss - self.label_entropy
 
     @property
     def learning_progress(self) -> float:
@@ -117,7 +129,8 @@ _REWARDS: dict[str, Callable[..., Any]] = {}
 #: Record quantities that cost the env extra work (a forward pass), measured only for rewards that use them.
 ON_DEMAND: frozenset[str] = frozenset({"clean_loss_after"})
 # the record's properties, and the fields they are computed from
-_DERIVED = {"learning_progress": frozenset({"clean_loss", "clean_loss_after"}), "k_fraction": frozenset({"k_mean"})}
+_DERIVED = {"learning_progress": frozenset({"clean_loss", "clean_loss_after"}), "k_fraction": frozenset({"k_mean"}),
+            "learnable_loss": frozenset({"mixed_loss", "label_entropy"})}
 
 
 def _check_requires(requires: Any, owner: str) -> frozenset[str]:
@@ -206,6 +219,18 @@ def fr_loss(record: StepRecord) -> float:
     """The paper's reward (Wang et al., 2024): the FR loss on the mixed batch. High loss = hard to learn
     from = more privacy; the FR network minimises the same loss, so the two are adversaries."""
     return record.mixed_loss
+
+
+@register_reward("fr_loss_learnable", requires=("learnable_loss",))
+def fr_loss_learnable(record: StepRecord) -> float:
+    """The paper's reward made honest: the mixed-batch FR loss minus its soft labels' entropy
+    (:attr:`StepRecord.learnable_loss`).
+
+    The soft-label cross-entropy is ``H(t) + KL(t || p)``; with Dirichlet(1) weights ``E[H(t)]`` alone is 0.50,
+    0.83, 1.08, 1.28, 1.45 nats for k = 2..6, so ``fr_loss`` grows with k even when the mixes are no harder to
+    learn, and "always the largest k" maximises it. This reward pays only for the loss a model could have
+    lowered: a larger k scores higher only if the FR network finds its mixes harder to fit."""
+    return record.learnable_loss
 
 
 @dataclass(frozen=True)
@@ -325,7 +350,7 @@ def reward_label(reward: str | Reward | Callable[..., Any]) -> str:
 def record_terms() -> list[str]:
     """Numeric quantities of a :class:`StepRecord` usable as reward terms (fields and properties)."""
     names = [f.name for f in fields(StepRecord) if f.type in ("float", "int", "bool")]
-    return names + ["learning_progress", "k_fraction"]
+    return names + ["learning_progress", "k_fraction", "learnable_loss"]
 
 
 @register_reward("weighted_sum")

@@ -159,6 +159,21 @@ def test_k_values_with_k1_is_unmixed_training(tiny_env_kwargs):
     assert info["mixed_loss"] == pytest.approx(info["clean_loss"], rel=0.3)
 
 
+def test_label_entropy_in_info_and_the_honest_reward(tiny_env_kwargs):
+    """The env reports its soft labels' entropy; ``fr_loss_learnable`` is the mixed loss less it, never negative."""
+    env = gym.make(ENV_ID, reward="fr_loss_learnable", **{**tiny_env_kwargs, "k_values": (1, 2, 6)})
+    env.reset(seed=0)
+    _, r1, _, _, one = env.step(0)
+    assert one["label_entropy"] == 0.0  # k = 1: one-hot labels, nothing unlearnable
+    assert r1 == pytest.approx(one["mixed_loss"])
+    _, r6, _, _, six = env.step(2)
+    assert six["label_entropy"] == pytest.approx(float(np.mean(six["label_entropy_per_sample"])))
+    assert six["label_entropy"] > 0.8  # about H_6 - 1 = 1.45 nats, less where partners share an identity
+    assert r6 == pytest.approx(six["mixed_loss"] - six["label_entropy"], abs=1e-6)
+    # a sample's loss is its label entropy plus what the model could still learn (>= 0)
+    assert (six["mixed_loss_per_sample"] >= six["label_entropy_per_sample"] - 1e-5).all()
+
+
 def test_custom_reward_by_name_with_kwargs(tiny_env_kwargs):
     before = dict(_REWARDS)
     try:

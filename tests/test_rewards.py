@@ -267,3 +267,43 @@ def test_a_reward_object_from_main_works_in_spawned_workers(tmp_path):
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "spawned rewards" in res.stdout and "[2.0, 6.0]" in res.stdout
+
+
+def test_label_entropy_is_the_unlearnable_part_of_the_soft_cross_entropy():
+    import torch
+
+    from fr_models.heads import SoftmaxHead
+    from mixup_env.mixing import label_entropy, mix_batch
+
+    n, small = 4096, 256
+    gen = torch.Generator().manual_seed(0)
+    head = SoftmaxHead(small, small)
+    with torch.no_grad():
+        head.fc.weight.copy_(torch.eye(small))
+        head.fc.bias.zero_()
+    fr, honest = [], []
+    for k in range(2, 7):
+        mix = mix_batch(torch.zeros(n, 1), torch.arange(n), k, n, 1.0, gen)
+        # Dirichlet(1) weights over k distinct identities: E[H] = H_k - 1 nats
+        expected = sum(1 / i for i in range(1, k + 1)) - 1
+        assert float(label_entropy(mix.soft_labels).mean()) == pytest.approx(expected, abs=0.02)
+        # a model that predicts each soft label exactly: its loss is all label entropy, nothing left to learn
+        mix = mix_batch(torch.zeros(small, 1), torch.arange(small), k, small, 1.0, gen)
+        h = label_entropy(mix.soft_labels)
+        with torch.no_grad():
+            loss = head(mix.soft_labels.clamp_min(1e-30).log(), mix.soft_labels)
+        record = dataclasses.replace(RECORD, mixed_loss=float(loss.mean()), label_entropy=float(h.mean()))
+        fr.append(make_reward("fr_loss")(record))
+        honest.append(make_reward("fr_loss_learnable")(record))
+    assert all(b > a + 0.1 for a, b in zip(fr, fr[1:]))  # the paper's reward rises with k on a perfect model ...
+    assert honest == pytest.approx([0.0] * 5, abs=1e-4)  # ... the honest one does not
+    assert float(label_entropy(torch.eye(3))[0]) == 0.0
+    # two partners of one identity: the label is theirs merged, its entropy that of (0.75, 0.25)
+    merged = torch.tensor([[0.75, 0.25, 0.0]])
+    assert float(label_entropy(merged)[0]) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    with pytest.raises(ValueError, match="negative entries have no label entropy"):
+        label_entropy(torch.tensor([[1.05, -0.05]]))
+    with pytest.raises(ValueError, match=r"must be \(N, num_classes\)"):
+        label_entropy(torch.ones(3))
+    assert reward_requires(make_reward("fr_loss_learnable")) == frozenset()  # nothing extra to measure
+    assert "learnable_loss" in record_terms() and "label_entropy" in record_terms()

@@ -21,7 +21,7 @@ from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch
 from fr_models.training import channel_stats as _channel_stats
 from fr_models.training import FlipDraw, random_shift
 from mixup_env.actions import ACTION_CODECS, make_codec
-from mixup_env.mixing import mix_batch
+from mixup_env.mixing import label_entropy, mix_batch
 from mixup_env.prepared import PreparedFaces, prepare_faces
 from mixup_env.rewards import ON_DEMAND, EpisodeStart, Reward, StepRecord, as_reward, reward_label, reward_requires
 from mixup_env.transform import ChannelMask, FrequencyMasking, model_card
@@ -120,8 +120,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     named terms. ``info`` carries every number a reward may use: ``mixed_loss``, ``clean_loss`` and
     ``clean_loss_after`` (same batch unmixed, before and after the update; ``clean_loss_after`` costs a forward
     pass and is measured, and present, only when the reward uses it or ``measure_all=True``), ``accuracy``,
-    ``evaluated``, ``k`` (mean), ``k_per_sample``, ``alpha`` (mean), ``mixed_loss_per_sample``, ``step``,
-    ``skipped_updates``, and ``reward_terms`` for rewards made of terms.
+    ``evaluated``, ``k`` (mean), ``k_per_sample``, ``alpha`` (mean), ``mixed_loss_per_sample``,
+    ``label_entropy`` and ``label_entropy_per_sample`` (the soft labels' entropy, the part of the mixed loss no
+    model can learn away; ``fr_loss_learnable`` is the mixed loss minus it), ``step``, ``skipped_updates``, and
+    ``reward_terms`` for rewards made of terms.
 
     ## Starting State
 
@@ -398,9 +400,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         k_t = torch.from_numpy(k)
         alpha_t = alpha if isinstance(alpha, float) else torch.from_numpy(alpha)
         mix = mix_batch(x, y, k_t, self.num_classes, alpha_t, self._generator)
+        entropies = label_entropy(mix.soft_labels).cpu().numpy()
         mixed_losses = self.trainer.train_step(mix.inputs, mix.soft_labels)
         if self.trainer.last_fault is not None:  # non-finite weights show up here too, as a non-finite loss
-            return self._fault(k, alpha, mixed_losses)
+            return self._fault(k, alpha, mixed_losses, entropies)
         mixed_loss = float(mixed_losses.mean())
         clean_loss = float(self._batch_stats["loss"].mean())
         self._draw_batch()
@@ -422,7 +425,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                 self.trainer.recalibrate_norms(self._calib_x)
             self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
             self._finite_state = copy.deepcopy(self.trainer.state_dict())
-        record = self._record(k, alpha, mixed_losses, clean_loss, clean_loss_after, evaluated)
+        record = self._record(k, alpha, mixed_losses, clean_loss, clean_loss_after, evaluated, entropies)
         info = self._info(record)
         if "clean_loss_after" in self.measured:
             info["clean_loss_after"] = clean_loss_after
@@ -438,7 +441,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._last_k = record.k_mean
         return self._obs(), reward, False, truncated, info
 
-    def _fault(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor
+    def _fault(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor, entropies: np.ndarray
                ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """End the episode after a refused update (non-finite loss or gradient) or non-finite weights."""
         assert self.trainer is not None
@@ -450,18 +453,20 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             self._batch_stats = self.trainer.sample_stats(*self._batch)
         self._step += 1
         self._truncated = reason
-        record = self._record(k, alpha, mixed_losses, float(self._batch_stats["loss"].mean()), math.nan, False)
+        record = self._record(k, alpha, mixed_losses, float(self._batch_stats["loss"].mean()), math.nan, False,
+                              entropies)
         info = {"truncated_reason": reason, **self._info(record)}
         return self._obs(), float(self.reward_fn.on_fault(record)), False, True, info
 
     def _record(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor, clean_loss: float,
-                clean_loss_after: float, evaluated: bool) -> StepRecord:
+                clean_loss_after: float, evaluated: bool, entropies: np.ndarray) -> StepRecord:
         """The :class:`StepRecord` of the step just taken (``self._step`` already counts it)."""
         return StepRecord(mixed_loss=float(mixed_losses.mean()), clean_loss=clean_loss, clean_loss_after=clean_loss_after,
                           accuracy=self._accuracy, evaluated=evaluated, k_mean=float(k.mean()),
                           alpha_mean=float(np.mean(alpha)), step=self._step - 1, episode_steps=self.episode_steps,
-                          num_classes=self.num_classes, k_values=self.k_values, k=k,
-                          mixed_losses=mixed_losses.detach().cpu().numpy())
+                          num_classes=self.num_classes, k_values=self.k_values,
+                          label_entropy=float(entropies.mean()), k=k,
+                          mixed_losses=mixed_losses.detach().cpu().numpy(), label_entropies=entropies)
 
     def _info(self, record: StepRecord) -> dict[str, Any]:
         """A step's ``info``, derived from its record (``clean_loss_after`` and ``reward_terms`` are added where
@@ -470,6 +475,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         return {"mixed_loss": record.mixed_loss, "clean_loss": record.clean_loss, "accuracy": record.accuracy,
                 "evaluated": record.evaluated, "k": record.k_mean, "k_per_sample": record.k,
                 "alpha": record.alpha_mean, "mixed_loss_per_sample": record.mixed_losses, "step": record.step + 1,
+                "label_entropy": record.label_entropy, "label_entropy_per_sample": record.label_entropies,
                 "skipped_updates": self.trainer.skipped_updates}
 
     # ------------------------------------------------------------------------------------------- checkpoints
