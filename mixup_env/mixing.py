@@ -8,11 +8,15 @@ untouched. All randomness comes from one ``torch.Generator``, so a seeded genera
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MixResult", "label_entropy", "mix_batch", "mix_inputs", "sample_dirichlet", "sample_gamma"]
+__all__ = [
+    "MixResult", "cap_weights", "check_max_weight", "label_entropy", "mix_batch", "mix_inputs", "sample_dirichlet",
+    "sample_gamma",
+]
 
 
 def sample_gamma(shape: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -103,6 +107,7 @@ def mix_batch(
     num_classes: int,
     alpha: float | torch.Tensor = 1.0,
     generator: torch.Generator | None = None,
+    max_weight: float | None = None,
 ) -> MixResult:
     """Mix every sample of a batch with ``k - 1`` distinct partners from the same batch.
 
@@ -116,6 +121,8 @@ def mix_batch(
     :param generator: source of randomness (partners and weights). The draws are made on its device and the
         mix is applied on the inputs' device, so a CPU generator gives the same mix of GPU inputs as of CPU ones
         (and spares the GPU the sampler's many small steps).
+    :param max_weight: cap every mixing weight at this value (:func:`cap_weights`; InstaHide capped it at 0.65);
+        ``None``: uncapped. Each sample's ``k`` must allow it (``1/k < max_weight <= 1``).
     :return: a :class:`MixResult` (``partners``, ``weights`` and ``k`` on the generator's device).
     """
     n = inputs.shape[0]
@@ -133,11 +140,54 @@ def mix_batch(
         targets = labels.to(inputs.dtype)
     else:
         raise ValueError(f"labels must have shape ({n},) or ({n}, {num_classes}), got {tuple(labels.shape)}")
-    matrix, partners, weights = _mix_matrix(n, kt, alpha, generator, inputs.dtype)
+    matrix, partners, weights = _mix_matrix(n, kt, alpha, generator, inputs.dtype, max_weight)
     matrix = matrix.to(inputs.device)
     mixed = _apply(matrix, inputs)
     soft = matrix @ targets
     return MixResult(inputs=mixed, soft_labels=soft, partners=partners, weights=weights, k=kt)
+
+
+def check_max_weight(max_weight: float, k_values: Sequence[int]) -> float:
+    """``max_weight`` as a float, if every k of ``k_values`` can be mixed under it.
+
+    :raises ValueError: a cap outside ``(1/k, 1]`` for some k (k weights summing to 1 cannot all be at most
+        ``1/k`` unless equal; k = 1 allows only 1).
+    """
+    cap = float(max_weight)
+    bad = sorted({int(k) for k in k_values if not (cap * int(k) > 1 and cap <= 1) and cap != 1})
+    if bad:
+        raise ValueError(f"max_weight={max_weight} cannot cap the weights of a mix of k = {bad}: accepted "
+                         "1/k < max_weight <= 1 for every k mixed (k = 1: only 1)")
+    return cap
+
+
+def cap_weights(weights: torch.Tensor, max_weight: float) -> torch.Tensor:
+    """Cap each row's weights at ``max_weight``: the excess of every weight above it is handed to the row's other
+    non-zero weights below it, in proportion to them, until none exceeds it (at most ``k`` rounds).
+
+    Rows keep their sum (1), their zeros (a mix's unused slots) and the order of their weights; a row already
+    under the cap is unchanged. The caller checks that every row's ``k`` allows the cap (:func:`check_max_weight`).
+
+    :param weights: ``(N, k_max)`` non-negative rows summing to 1.
+    :param max_weight: the cap, in ``(1/k, 1]`` for every row's number of non-zero weights ``k``.
+    """
+    w = weights.clone()
+    cap = float(max_weight)
+    used = w > 0
+    for _ in range(w.shape[1]):
+        over = w > cap
+        if not bool(over.any()):
+            break
+        excess = (w - cap).clamp_min(0).sum(1, keepdim=True)
+        w = torch.where(over, torch.full_like(w, cap), w)
+        room = used & (w < cap)
+        share = torch.where(room, w, torch.zeros_like(w))
+        total = share.sum(1, keepdim=True)
+        # proportional to the weights below the cap (equal shares where those are all 0)
+        share = torch.where(total > 0, share / total.clamp_min(1e-300), room.to(w.dtype) / room.sum(1, keepdim=True)
+                            .clamp_min(1))
+        w = w + excess * share
+    return w.clamp_max(cap) if cap < 1 else w
 
 
 def label_entropy(soft_labels: torch.Tensor) -> torch.Tensor:
@@ -163,6 +213,7 @@ def mix_inputs(
     k: int | torch.Tensor,
     alpha: float | torch.Tensor = 1.0,
     generator: torch.Generator | None = None,
+    max_weight: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The inputs half of :func:`mix_batch`, for who has no labels (the data-level attacker simulating the defence):
     the same draws from the same generator give the same mix.
@@ -173,7 +224,7 @@ def mix_inputs(
     if n == 0:
         raise ValueError("cannot mix an empty batch")
     kt = _as_k(k, n, generator.device if generator is not None else inputs.device)
-    matrix, partners, weights = _mix_matrix(n, kt, alpha, generator, inputs.dtype)
+    matrix, partners, weights = _mix_matrix(n, kt, alpha, generator, inputs.dtype, max_weight)
     return _apply(matrix.to(inputs.device), inputs), partners, weights
 
 
@@ -189,7 +240,8 @@ def _apply(matrix: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def _mix_matrix(
-    n: int, kt: torch.Tensor, alpha: float | torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype
+    n: int, kt: torch.Tensor, alpha: float | torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype,
+    max_weight: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The mix as an ``(N, N)`` matrix (row i holds sample i's weights in its partners' columns), its partners and
     weights, all drawn on ``kt``'s device."""
@@ -207,7 +259,11 @@ def _mix_matrix(
     active = torch.arange(k_max, device=device).unsqueeze(0) < kt.unsqueeze(1)  # (N, k_max)
     conc = alpha_t.reshape(-1, 1).expand(n, k_max) if alpha_t.ndim else alpha_t.expand(n, k_max)
     gam = sample_gamma(conc.contiguous(), generator) * active
-    weights = (gam / gam.sum(1, keepdim=True)).to(dtype)
+    weights = gam / gam.sum(1, keepdim=True)
+    if max_weight is not None:
+        check_max_weight(max_weight, kt.unique().tolist())
+        weights = cap_weights(weights, max_weight)
+    weights = weights.to(dtype)
     # Distinct partners, so each weight lands once; one matrix product then mixes the inputs (and the labels): for
     # the batch sizes used here several times faster than gathering the (N, k, ...) partner tensor. k = 1 rows:
     # the weight is exactly 1 on the sample itself and 0 elsewhere, so the mix equals the input exactly.

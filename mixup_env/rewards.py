@@ -85,6 +85,9 @@ class StepRecord:
     :ivar k: ``(N,)`` images mixed into each sample.
     :ivar mixed_losses: ``(N,)`` per-sample FR losses on the mixed batch.
     :ivar label_entropies: ``(N,)`` per-sample entropies of the soft labels.
+    :ivar max_weights: ``(N,)`` each batch face's largest weight in any of the step's mixes, as the sample or a
+        partner (:func:`mixup_env.exposure.batch_max_weight`).
+    :ivar dominant_weights: ``(N,)`` each mix's largest weight.
     """
 
     mixed_loss: float
@@ -102,6 +105,8 @@ class StepRecord:
     k: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False, compare=False)
     mixed_losses: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
     label_entropies: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    max_weights: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
+    dominant_weights: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
 
     @property
     def learnable_loss(self) -> float:

@@ -21,7 +21,8 @@ from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch
 from fr_models.training import channel_stats as _channel_stats
 from fr_models.training import FlipDraw, random_shift
 from mixup_env.actions import ACTION_CODECS, make_codec
-from mixup_env.mixing import label_entropy, mix_batch
+from mixup_env.exposure import Exposure, batch_max_weight
+from mixup_env.mixing import check_max_weight, label_entropy, mix_batch
 from mixup_env.prepared import PreparedFaces, prepare_faces
 from mixup_env.rewards import ON_DEMAND, EpisodeStart, Reward, StepRecord, as_reward, reward_label, reward_requires
 from mixup_env.transform import ChannelMask, FrequencyMasking, model_card
@@ -44,7 +45,7 @@ SAMPLE_FEATURES: tuple[str, ...] = ("loss", "confidence", "margin", "class_frequ
 _EMA = 0.1  # weight of the newest value in the running losses
 #: The version of :meth:`FrequencyMixupEnv.save_checkpoint`'s format; :meth:`~FrequencyMixupEnv.load_checkpoint`
 #: refuses others.
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the episode's exposure accounting and the batch's face indices
 
 
 def split_observation(obs: Any) -> tuple[Any, Any]:
@@ -122,8 +123,11 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     pass and is measured, and present, only when the reward uses it or ``measure_all=True``), ``accuracy``,
     ``evaluated``, ``k`` (mean), ``k_per_sample``, ``alpha`` (mean), ``mixed_loss_per_sample``,
     ``label_entropy`` and ``label_entropy_per_sample`` (the soft labels' entropy, the part of the mixed loss no
-    model can learn away; ``fr_loss_learnable`` is the mixed loss minus it), ``step``, ``skipped_updates``, and
-    ``reward_terms`` for rewards made of terms.
+    model can learn away; ``fr_loss_learnable`` is the mixed loss minus it), ``max_weight_per_sample`` (each batch
+    face's largest weight in any of the step's mixes, as the sample or as a partner) and
+    ``dominant_weight_per_sample`` (each mix's largest weight), ``step``, ``skipped_updates``, and
+    ``reward_terms`` for rewards made of terms. Over the episode, :attr:`exposure` accumulates each training face's
+    mixes, weights, largest weight and dominated mixes (:class:`mixup_env.exposure.Exposure`; ``summary()``).
 
     ## Starting State
 
@@ -149,7 +153,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     ## Checkpoints
 
     :meth:`save_checkpoint` writes everything needed to continue an episode (FR weights and optimiser, the data
-    order, the upcoming batch, the random streams, the running statistics) atomically; :meth:`load_checkpoint`,
+    order, the upcoming batch, the random streams, the running statistics, the exposure accounting) atomically; :meth:`load_checkpoint`,
     on an env built with the same arguments, continues with the same trajectory on CPU as an uninterrupted run.
 
     ## Arguments
@@ -181,6 +185,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     * ``batch_size``, ``episode_steps``, ``eval_every`` (evaluate accuracy every n steps and at the end).
     * ``dropped_channels``: channels ``8u+v`` dropped per colour plane (default ``u + v <= 3``).
     * ``dirichlet_alpha``: concentration of the mixing weights (when the action does not set it).
+    * ``max_weight``: cap every mixing weight at this value, as InstaHide did (0.65); the excess is handed to the
+      mix's other faces (:func:`mixup_env.mixing.cap_weights`). Each k of ``k_values`` must allow it:
+      ``1/k < max_weight <= 1`` (``None``: uncapped).
     * ``hflip``: mirror each training face left-right with probability 1/2 (done exactly in the DCT domain).
     * ``max_shift``: shift each training face by up to this many whole blocks (exact in the DCT domain).
     * ``recalibrate_norms``: at each accuracy evaluation, re-estimate the FR model's batch-norm statistics on a
@@ -255,9 +262,12 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         max_shift: int | None = None,
         recalibrate_norms: bool = True,
         fr_config: FRConfig | None = None,
+        max_weight: float | None = None,
     ) -> None:
         super().__init__()
         self.k_values = self._check_k_values(k_values, batch_size)
+        #: the cap on every mixing weight (``None``: uncapped)
+        self.max_weight = None if max_weight is None else check_max_weight(max_weight, self.k_values)
         lo, hi = self._check_schedule(episode_steps, eval_every, dirichlet_alpha, alpha_range)
         #: the action mode's space and its translation to mixing decisions (:mod:`mixup_env.actions`)
         self.codec = make_codec(action_mode, self.k_values, batch_size, dirichlet_alpha, control_alpha, (lo, hi))
@@ -294,6 +304,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.observation_space = spaces.Box(0.0, 1.0, shape=(obs_size,), dtype=np.float32)
         self._loss_scale = math.log(self.num_classes)
         self.trainer: FRTrainer | None = None
+        #: this episode's per-face exposure (:class:`mixup_env.exposure.Exposure`), from :meth:`reset` on
+        self.exposure = Exposure(len(self._train_y))
 
     # ----------------------------------------------------------------------------------------------- setup
     @staticmethod
@@ -377,6 +389,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.trainer.card = model_card(self.masking, self._image_size, class_names=self._class_names,
                                        defence="policy", k_values=self.k_values)
         self._order = np.empty(0, dtype=np.int64)
+        self.exposure = Exposure(len(self._train_y))
         self._step = 0
         self._truncated = ""  # why the episode ended ("done" after its last step), "" while it runs
         self._last_k = 0.0
@@ -399,11 +412,14 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         x, y = self._batch
         k_t = torch.from_numpy(k)
         alpha_t = alpha if isinstance(alpha, float) else torch.from_numpy(alpha)
-        mix = mix_batch(x, y, k_t, self.num_classes, alpha_t, self._generator)
+        mix = mix_batch(x, y, k_t, self.num_classes, alpha_t, self._generator, self.max_weight)
+        self.exposure.update(self._batch_idx, mix.partners, mix.weights)  # the mix was made: a server saw it
         entropies = label_entropy(mix.soft_labels).cpu().numpy()
+        weights = (batch_max_weight(mix.partners, mix.weights).cpu().numpy(),
+                   mix.weights.max(1).values.cpu().numpy())
         mixed_losses = self.trainer.train_step(mix.inputs, mix.soft_labels)
         if self.trainer.last_fault is not None:  # non-finite weights show up here too, as a non-finite loss
-            return self._fault(k, alpha, mixed_losses, entropies)
+            return self._fault(k, alpha, mixed_losses, entropies, weights)
         mixed_loss = float(mixed_losses.mean())
         clean_loss = float(self._batch_stats["loss"].mean())
         self._draw_batch()
@@ -425,7 +441,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                 self.trainer.recalibrate_norms(self._calib_x)
             self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
             self._finite_state = copy.deepcopy(self.trainer.state_dict())
-        record = self._record(k, alpha, mixed_losses, clean_loss, clean_loss_after, evaluated, entropies)
+        record = self._record(k, alpha, mixed_losses, clean_loss, clean_loss_after, evaluated, entropies, weights)
         info = self._info(record)
         if "clean_loss_after" in self.measured:
             info["clean_loss_after"] = clean_loss_after
@@ -441,8 +457,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._last_k = record.k_mean
         return self._obs(), reward, False, truncated, info
 
-    def _fault(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor, entropies: np.ndarray
-               ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def _fault(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor, entropies: np.ndarray,
+               weights: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """End the episode after a refused update (non-finite loss or gradient) or non-finite weights."""
         assert self.trainer is not None
         if self.trainer.weights_finite():
@@ -454,19 +470,21 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._step += 1
         self._truncated = reason
         record = self._record(k, alpha, mixed_losses, float(self._batch_stats["loss"].mean()), math.nan, False,
-                              entropies)
+                              entropies, weights)
         info = {"truncated_reason": reason, **self._info(record)}
         return self._obs(), float(self.reward_fn.on_fault(record)), False, True, info
 
     def _record(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor, clean_loss: float,
-                clean_loss_after: float, evaluated: bool, entropies: np.ndarray) -> StepRecord:
+                clean_loss_after: float, evaluated: bool, entropies: np.ndarray,
+                weights: tuple[np.ndarray, np.ndarray]) -> StepRecord:
         """The :class:`StepRecord` of the step just taken (``self._step`` already counts it)."""
         return StepRecord(mixed_loss=float(mixed_losses.mean()), clean_loss=clean_loss, clean_loss_after=clean_loss_after,
                           accuracy=self._accuracy, evaluated=evaluated, k_mean=float(k.mean()),
                           alpha_mean=float(np.mean(alpha)), step=self._step - 1, episode_steps=self.episode_steps,
                           num_classes=self.num_classes, k_values=self.k_values,
                           label_entropy=float(entropies.mean()), k=k,
-                          mixed_losses=mixed_losses.detach().cpu().numpy(), label_entropies=entropies)
+                          mixed_losses=mixed_losses.detach().cpu().numpy(), label_entropies=entropies,
+                          max_weights=weights[0], dominant_weights=weights[1])
 
     def _info(self, record: StepRecord) -> dict[str, Any]:
         """A step's ``info``, derived from its record (``clean_loss_after`` and ``reward_terms`` are added where
@@ -476,6 +494,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                 "evaluated": record.evaluated, "k": record.k_mean, "k_per_sample": record.k,
                 "alpha": record.alpha_mean, "mixed_loss_per_sample": record.mixed_losses, "step": record.step + 1,
                 "label_entropy": record.label_entropy, "label_entropy_per_sample": record.label_entropies,
+                "max_weight_per_sample": record.max_weights, "dominant_weight_per_sample": record.dominant_weights,
                 "skipped_updates": self.trainer.skipped_updates}
 
     # ------------------------------------------------------------------------------------------- checkpoints
@@ -489,7 +508,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "storage": str(self._storage).removeprefix("torch."),
             "recalibrate_norms": self.recalibrate_norms, "episode_steps": self.episode_steps,
             "eval_every": self.eval_every, "dropped_channels": list(self.masking.mask.dropped),
-            "reward": self.reward_name, "fr_config": self.fr_config.__dict__,
+            "reward": self.reward_name, "fr_config": self.fr_config.__dict__, "max_weight": self.max_weight,
         }
         return json.loads(json.dumps(cfg, default=list))
 
@@ -507,7 +526,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "np_random": json.dumps(self.np_random.bit_generator.state),
             "np_random_seed": -1 if getattr(self, "_np_random_seed", None) is None else int(self._np_random_seed),
             "generator": self._generator.get_state(), "order": torch.from_numpy(self._order.copy()),
-            "batch": [t.cpu() for t in self._batch],
+            "batch": [t.cpu() for t in self._batch], "batch_idx": self._batch_idx.clone(),
+            "exposure": self.exposure.state_dict(),
             "batch_stats": {name: v.cpu() for name, v in self._batch_stats.items()},
             "step": self._step, "last_k": self._last_k, "accuracy": self._accuracy,
             "running_clean": self._running_clean, "running_mixed": self._running_mixed,
@@ -547,6 +567,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._generator.set_state(state["generator"])
         self._order = state["order"].numpy().copy()
         self._batch = tuple(t.to(self.device) for t in state["batch"])  # type: ignore[assignment]
+        self._batch_idx = state["batch_idx"].clone()
+        self.exposure = Exposure(len(self._train_y))
+        self.exposure.load_state_dict(state["exposure"])
         self._batch_stats = {name: v.to(self.device) for name, v in state["batch_stats"].items()}
         self._step, self._last_k = int(state["step"]), float(state["last_k"])
         self._truncated = "done" if self._step >= self.episode_steps else ""
@@ -576,7 +599,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         """Draw the next training batch (an epoch-wise shuffle from ``np_random``; random mirroring if ``hflip``)."""
         if len(self._order) < self.batch_size:
             self._order = self.np_random.permutation(len(self._train_y))
-        idx = torch.from_numpy(self._order[: self.batch_size]).to(self.device)
+        self._batch_idx = torch.from_numpy(self._order[: self.batch_size].copy())  # the faces, for exposure
+        idx = self._batch_idx.to(self.device)
         self._order = self._order[self.batch_size :]
         x = self._draw(idx, self.np_random)  # mirrored at random if hflip, exactly, in the frequency domain
         x = random_shift(x, self.max_shift, self.np_random)  # whole blocks: exact in the frequency domain
