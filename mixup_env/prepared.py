@@ -41,6 +41,10 @@ class PreparedFaces:
     :ivar calib_x: the fixed subset of training faces batch-norm statistics are re-estimated on.
     :ivar train_indices: indices of the training faces in the data set.
     :ivar test_indices: indices of the held-out faces.
+    :ivar val_x: a validation split, held out of each identity's training faces (never trained on, never the test
+        faces): what a reward may measure held-out utility on; empty without one.
+    :ivar val_y: their identities.
+    :ivar val_indices: their indices in the data set.
     """
 
     source: str
@@ -55,6 +59,13 @@ class PreparedFaces:
     calib_x: torch.Tensor
     train_indices: np.ndarray
     test_indices: np.ndarray
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    val_indices: np.ndarray | None = None
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_y is not None and len(self.val_y) > 0
 
     @property
     def device(self) -> torch.device:
@@ -63,7 +74,8 @@ class PreparedFaces:
 
 def prepare_faces(faces: FaceData, masking: FrequencyMasking, image_size: int | None = None,
                   test_fraction: float = 0.2, split_seed: int = 0, batch_size: int = 1, storage: str = "float16",
-                  device: str | torch.device = "cpu", chunk: int = 512) -> PreparedFaces:
+                  device: str | torch.device = "cpu", chunk: int = 512,
+                  validation_fraction: float = 0.0) -> PreparedFaces:
     """Split ``faces`` per identity and transform them with ``masking`` once.
 
     :param faces: the data set.
@@ -75,7 +87,10 @@ def prepare_faces(faces: FaceData, masking: FrequencyMasking, image_size: int | 
     :param storage: ``"float32"`` or ``"float16"``, the dtype of the stored channels.
     :param device: where the channels live.
     :param chunk: faces transformed at once.
-    :raises ValueError: a size the transform cannot take, too few faces, a bad storage dtype (each named).
+    :param validation_fraction: the share of each identity's *training* faces held out as a validation split
+        (0: none), split with ``split_seed + 1``.
+    :raises ValueError: a size the transform cannot take, too few faces, a bad storage dtype, a validation split
+        the faces cannot hold (each named).
     """
     if storage not in STORAGE:
         raise ValueError(f"storage={storage!r} is invalid: accepted 'float32' or 'float16'")
@@ -87,6 +102,17 @@ def prepare_faces(faces: FaceData, masking: FrequencyMasking, image_size: int | 
         raise ValueError(f"{e}; {faces.source!r} has {h}x{w} faces: pass image_size=<a size that fits> (e.g. 64 "
                          "or 112) to resize them") from None
     train_idx, test_idx = split_per_identity(faces.labels, test_fraction, split_seed)
+    val_idx = np.zeros(0, dtype=np.int64)
+    if validation_fraction:
+        if not 0 < validation_fraction < 1:
+            raise ValueError(f"validation_fraction={validation_fraction} is out of range: accepted 0 (none) or a "
+                             "share in (0, 1)")
+        keep, held = split_per_identity(faces.labels[train_idx], validation_fraction, split_seed + 1)
+        if len(held) == 0:
+            raise ValueError(f"{faces.source!r} is too small to hold a validation split: no identity keeps 2+ "
+                             "training images after the test split (accepted: a data set with 3+ images per "
+                             "identity, or validation_fraction=0 and a reward that needs no validation split)")
+        train_idx, val_idx = train_idx[keep], train_idx[held]
     if len(train_idx) < batch_size:
         raise ValueError(f"batch_size={batch_size} exceeds the {len(train_idx)} training images of "
                          f"{faces.source!r}: accepted batch_size <= {len(train_idx)}")
@@ -98,7 +124,8 @@ def prepare_faces(faces: FaceData, masking: FrequencyMasking, image_size: int | 
     calib = torch.from_numpy(calibration_subset(len(train_idx), split_seed)).to(device)
     size = (int(image_size), int(image_size)) if image_size is not None else (int(h), int(w))
     return PreparedFaces(faces.source, tuple(faces.names), faces.num_classes, masking, size, train_x, labels[train_idx],
-                         freq[test_idx], labels[test_idx], train_x[calib], train_idx, test_idx)
+                         freq[test_idx], labels[test_idx], train_x[calib], train_idx, test_idx, freq[val_idx],
+                         labels[val_idx], val_idx)
 
 
 def transform_faces(images: np.ndarray, masking: FrequencyMasking | None, image_size: int | tuple[int, int] | None,

@@ -52,6 +52,7 @@ __all__ = [
     "RewardValue",
     "StepRecord",
     "UtilityAware",
+    "ConstrainedUtility",
     "WeightedSum",
     "fr_loss_learnable",
     "get_reward",
@@ -80,6 +81,10 @@ class StepRecord:
     :ivar episode_steps: number of steps in the episode.
     :ivar num_classes: number of identities (``log(num_classes)`` is the chance-level cross-entropy).
     :ivar k_values: the k the env can choose from.
+    :ivar validation_loss: mean FR loss on the env's validation split right after the update (``nan`` when not
+        measured: an on-demand quantity, and only envs with ``validation_fraction > 0`` have the split).
+    :ivar validation_gain: how much this step's update lowered the validation loss (the previous step's, or the
+        fresh model's, minus this one): held-out utility, never the batch trained on, never the test faces.
     :ivar label_entropy: mean entropy of the mixed batch's soft labels in nats (:func:`mixup_env.mixing.label_entropy`;
         the part of ``mixed_loss`` no model can learn away; ``nan`` where not given).
     :ivar k: ``(N,)`` images mixed into each sample.
@@ -102,6 +107,8 @@ class StepRecord:
     num_classes: int
     k_values: tuple[int, ...] = (2, 3, 4, 5, 6)
     label_entropy: float = math.nan
+    validation_loss: float = math.nan
+    validation_gain: float = math.nan
     k: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False, compare=False)
     mixed_losses: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
     label_entropies: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False, compare=False)
@@ -132,10 +139,11 @@ RewardFn = Callable[[StepRecord], RewardValue]
 _F = TypeVar("_F", bound=Callable[..., Any])
 _REWARDS: dict[str, Callable[..., Any]] = {}
 #: Record quantities that cost the env extra work (a forward pass), measured only for rewards that use them.
-ON_DEMAND: frozenset[str] = frozenset({"clean_loss_after"})
+ON_DEMAND: frozenset[str] = frozenset({"clean_loss_after", "validation_loss"})
 # the record's properties, and the fields they are computed from
 _DERIVED = {"learning_progress": frozenset({"clean_loss", "clean_loss_after"}), "k_fraction": frozenset({"k_mean"}),
-            "learnable_loss": frozenset({"mixed_loss", "label_entropy"})}
+            "learnable_loss": frozenset({"mixed_loss", "label_entropy"}),
+            "validation_gain": frozenset({"validation_loss"})}
 
 
 def _check_requires(requires: Any, owner: str) -> frozenset[str]:
@@ -390,10 +398,16 @@ class WeightedSum:
                 )
             self.terms[name] = float(weight)
         needs: set[str] = set()
+        undeclared = False
         for name in self.terms:
-            needs |= reward_requires(self._rewards[name]) if name in self._rewards else _check_requires([name], "term")
-        #: what the env must measure for these terms
-        self.requires = frozenset(needs)
+            if name in self._rewards:
+                sub = self._rewards[name]
+                undeclared |= getattr(sub.func if isinstance(sub, functools.partial) else sub, "requires", None) is None
+                needs |= reward_requires(sub)
+            else:
+                needs |= _check_requires([name], "term")
+        #: what the env must measure for these terms (``None``: a term's reward says nothing, so everything)
+        self.requires = None if undeclared else frozenset(needs)
 
     def _value(self, name: str, record: StepRecord) -> float:
         if name in self._rewards:
@@ -456,3 +470,58 @@ class UtilityAware:
 
     def __repr__(self) -> str:
         return f"UtilityAware(floor={self.floor}, cost={self.cost}, penalty={self.penalty})"
+
+
+@register_reward("constrained")
+class ConstrainedUtility(Reward):
+    """Held-out utility under a privacy target, its multiplier adapted by dual ascent.
+
+    Utility is the step's validation gain (:attr:`StepRecord.validation_gain`, in units of ``log(num_classes)``):
+    what the update taught the FR network about faces it does not train on, never measured on the batch just
+    trained on nor on the test faces. Privacy is a measured exposure, not a training loss: the mean largest weight
+    of the step's mixes (:attr:`StepRecord.dominant_weights`; 0.75 at k = 2 with Dirichlet(1) weights, 0.41 at
+    k = 6), which must stay at most ``target``. The reward is the Lagrangian, and after each step the multiplier
+    takes a dual-ascent step on the violation::
+
+        reward     = gain / log C  -  lambda * (dominant - target)
+        lambda    <- max(0, lambda + lr * (dominant - target))
+
+    so lambda rises while the target is exceeded and falls (to 0) while it holds; each episode restarts it at
+    ``multiplier``. Terms ``utility`` and ``constraint`` are reported in ``info["reward_terms"]``; the current
+    multiplier is :attr:`multiplier`.
+
+    :param target: the privacy target on the mean dominant weight, in ``(0, 1]``.
+    :param lr: the dual step size (> 0).
+    :param multiplier: lambda at the start of each episode (>= 0).
+    """
+
+    requires = frozenset({"validation_gain", "num_classes"})
+
+    def __init__(self, target: float = 0.55, lr: float = 0.5, multiplier: float = 0.0) -> None:
+        if not 0 < target <= 1:
+            raise ValueError(f"target={target} is out of range: accepted 0 < target <= 1 (a mixing weight)")
+        if not (lr > 0 and multiplier >= 0):
+            raise ValueError(f"lr={lr} must be > 0 and multiplier={multiplier} >= 0")
+        self.target, self.lr, self.initial = float(target), float(lr), float(multiplier)
+        self.multiplier = self.initial
+
+    def reset(self, start: EpisodeStart) -> None:
+        self.multiplier = self.initial
+
+    def __call__(self, record: StepRecord) -> dict[str, float]:
+        if not math.isfinite(record.validation_gain):
+            raise ValueError("the constrained reward reads validation_gain, which this step did not measure: build "
+                             "the env with validation_fraction > 0")
+        if len(record.dominant_weights) == 0:
+            raise ValueError("the constrained reward reads the step's dominant mixing weights, absent from this record")
+        violation = float(np.mean(record.dominant_weights)) - self.target
+        terms = {"utility": record.validation_gain / math.log(record.num_classes),
+                 "constraint": -self.multiplier * violation}
+        self.multiplier = max(0.0, self.multiplier + self.lr * violation)
+        return terms
+
+    def on_fault(self, record: StepRecord) -> float:
+        return 0.0
+
+    def __repr__(self) -> str:
+        return f"ConstrainedUtility(target={self.target}, lr={self.lr}, multiplier={self.initial})"

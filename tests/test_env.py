@@ -315,3 +315,33 @@ def test_env_on_cuda_follows_the_cpu_trajectory(tiny_env_kwargs, mode):
 
     for a, b in zip(run("cpu"), run("cuda")):
         np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_a_validation_split_feeds_the_constrained_reward(tiny_env_kwargs):
+    import math
+
+    from fr_models.data import FaceData
+
+    env = gym.make(ENV_ID, reward="constrained", reward_kwargs={"target": 0.5}, validation_fraction=0.25,
+                   **{**tiny_env_kwargs, "k_values": (2, 6)})
+    u = env.unwrapped
+    val = set(u.data.val_indices.tolist())
+    assert val and not val & set(u.train_indices.tolist()) and not val & set(u.test_indices.tolist())
+    env.reset(seed=0)
+    previous = u._validation_loss()
+    multipliers = []
+    for a in (0, 0, 1):
+        _, r, _, _, info = env.step(a)
+        assert info["validation_gain"] == pytest.approx(previous - info["validation_loss"], abs=1e-6)
+        previous = info["validation_loss"]
+        assert r == pytest.approx(sum(info["reward_terms"].values()))
+        multipliers.append(u.reward_fn.multiplier)
+    assert multipliers[1] > multipliers[0] > 0  # k = 2 mixes exceed the 0.5 target: lambda rises
+    assert multipliers[2] < multipliers[1]  # k = 6 mixes hold it: lambda falls
+    with pytest.raises(ValueError, match="reads validation_loss: build the env with validation_fraction > 0"):
+        gym.make(ENV_ID, reward="constrained", **tiny_env_kwargs)
+    two = FaceData(np.zeros((8, 32, 32), np.uint8), np.repeat(np.arange(4), 2), [], "two-per-identity")
+    with pytest.raises(ValueError, match="too small to hold a validation split"):
+        gym.make(ENV_ID, data=two, reward="constrained", validation_fraction=0.25,
+                 **{**tiny_env_kwargs, "batch_size": 2, "k_values": (2,)})
+    assert not math.isnan(previous)

@@ -1,6 +1,7 @@
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from mixup_env.rewards import (
@@ -145,10 +146,14 @@ def test_rewards_declare_what_the_env_must_measure(clean_registry):
     def declared(record, w=1.0):
         return w * record.mixed_loss
 
-    assert reward_requires(make_reward("undeclared")) == {"clean_loss_after"}  # silent = measure everything
+    assert reward_requires(make_reward("undeclared")) == ON_DEMAND  # silent = measure everything
     assert reward_requires(make_reward("declared", {"w": 2.0})) == frozenset()  # through functools.partial
     # a weighted sum over another reward inherits what that reward needs
-    assert reward_requires(make_reward("weighted_sum", {"terms": {"undeclared": 1.0}})) == {"clean_loss_after"}
+    assert reward_requires(make_reward("weighted_sum", {"terms": {"declared": 1.0, "clean_loss_after": 1.0}})) == {
+        "clean_loss_after"}
+    # ... and a sum over a reward that says nothing says nothing itself: it gets what the env can measure
+    silent = make_reward("weighted_sum", {"terms": {"undeclared": 1.0}})
+    assert silent.requires is None and reward_requires(silent) == ON_DEMAND
 
 
 @pytest.mark.parametrize("requires, error, match", [
@@ -214,7 +219,8 @@ def test_a_callable_or_a_class_is_a_reward_and_bad_ones_are_named(tiny_env_kwarg
     env = gym.make("mixup_env/FrequencyMixup-v0", **tiny_env_kwargs, reward=lambda rec: -rec.k_mean)
     env.reset(seed=0)
     _, r, _, _, info = env.step(env.unwrapped.action_for_k(3))
-    assert r == -3.0 and env.unwrapped.measured == ON_DEMAND  # a callable that says nothing gets everything
+    assert r == -3.0 and env.unwrapped.measured == ON_DEMAND - {"validation_loss"}  # a callable that says nothing
+    # gets everything this env can measure (it has no validation split)
     obj = as_reward(UtilityAware, {"floor": 0.5})
     assert obj(RECORD) == UtilityAware(floor=0.5)(RECORD) and reward_label(UtilityAware).endswith("UtilityAware")
     assert as_reward("fr_loss")(RECORD) == 2.5 and reward_label("fr_loss") == "fr_loss"
@@ -307,3 +313,33 @@ def test_label_entropy_is_the_unlearnable_part_of_the_soft_cross_entropy():
         label_entropy(torch.ones(3))
     assert reward_requires(make_reward("fr_loss_learnable")) == frozenset()  # nothing extra to measure
     assert "learnable_loss" in record_terms() and "label_entropy" in record_terms()
+
+
+def test_the_constrained_reward_s_multiplier_follows_the_violation():
+    from mixup_env.rewards import ConstrainedUtility, EpisodeStart
+
+    r = make_reward("constrained", {"target": 0.5, "lr": 1.0})
+    assert isinstance(r, ConstrainedUtility) and r.multiplier == 0.0
+    r.reset(EpisodeStart(10, 20, (2, 6)))
+    hot = dataclasses.replace(RECORD, validation_gain=0.3, dominant_weights=np.full(8, 0.75))  # k = 2-like mixes
+    cool = dataclasses.replace(RECORD, validation_gain=0.3, dominant_weights=np.full(8, 0.40))  # k = 6-like
+    seen = []
+    for rec in (hot, hot, hot, cool, cool, cool, cool):
+        terms = r(rec)
+        assert terms["utility"] == pytest.approx(0.3 / math.log(20))
+        seen.append(r.multiplier)
+    assert seen[:3] == pytest.approx([0.25, 0.5, 0.75])  # rises while the target is exceeded ...
+    assert seen[3:] == pytest.approx([0.65, 0.55, 0.45, 0.35])  # ... and falls while it holds
+    assert r(cool)["constraint"] == pytest.approx(-0.35 * -0.1)  # a held target pays, in proportion to lambda
+    for _ in range(10):
+        r(cool)
+    assert r.multiplier == 0.0  # never below 0
+    r.reset(EpisodeStart(10, 20, (2, 6)))
+    assert r.multiplier == 0.0
+    with pytest.raises(ValueError, match="build the env with validation_fraction > 0"):
+        r(RECORD)
+    with pytest.raises(ValueError, match=r"target=1.5 is out of range: accepted 0 < target <= 1"):
+        make_reward("constrained", {"target": 1.5})
+    with pytest.raises(ValueError, match="lr=0 must be > 0"):
+        make_reward("constrained", {"lr": 0})
+    assert reward_requires(r) == frozenset({"validation_loss"})

@@ -19,7 +19,7 @@ from fr_models.data import FaceData, load_faces
 from fr_models.recipes import FRRecipe, default_recipe, get_recipe
 from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch_save, load_checkpoint
 from fr_models.training import channel_stats as _channel_stats
-from fr_models.training import FlipDraw, random_shift
+from fr_models.training import FlipDraw, calibration_subset, random_shift
 from mixup_env.actions import ACTION_CODECS, make_codec
 from mixup_env.exposure import Exposure, batch_max_weight
 from mixup_env.mixing import check_max_weight, label_entropy, mix_batch
@@ -43,6 +43,8 @@ GLOBAL_FEATURES: tuple[str, ...] = (
 #: Per-sample observation entries for each sample of the upcoming batch (sample-major after the global ones).
 SAMPLE_FEATURES: tuple[str, ...] = ("loss", "confidence", "margin", "class_frequency")
 _EMA = 0.1  # weight of the newest value in the running losses
+#: the most validation faces the env measures its loss on after each update (a fixed subset of the split)
+VALIDATION_FACES = 512
 #: The version of :meth:`FrequencyMixupEnv.save_checkpoint`'s format; :meth:`~FrequencyMixupEnv.load_checkpoint`
 #: refuses others.
 CHECKPOINT_VERSION = 2  # 2: the episode's exposure accounting and the batch's face indices
@@ -203,6 +205,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
       ``"grid"``/``"unblock"``), ``embedding_dim``, ``widths``, ``blocks``, ``lr``, ``weight_decay``,
       ``lr_schedule``: the FR model (see :mod:`fr_models`); the schedule spans one episode.
     * ``test_fraction``, ``split_seed``: the held-out images per identity used for accuracy.
+    * ``validation_fraction``: hold this share of each identity's training faces out as a validation split
+      (0: none). Rewards that read ``validation_loss`` / ``validation_gain`` (``constrained``) need one: the env
+      then measures its loss on up to :data:`VALIDATION_FACES` of them after every update (one forward pass).
     * ``device``: torch device of the FR model and the data (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
 
     ## Version History
@@ -263,6 +268,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         recalibrate_norms: bool = True,
         fr_config: FRConfig | None = None,
         max_weight: float | None = None,
+        validation_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         self.k_values = self._check_k_values(k_values, batch_size)
@@ -293,8 +299,14 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         if faces is not None:
             masking = FrequencyMasking(ChannelMask(dropped_channels, planes=faces.planes), self.recipe.upsample, colour)
             data = prepare_faces(faces, masking, self.recipe.image_size, test_fraction, split_seed, self.batch_size,
-                                 storage, self.device)
+                                 storage, self.device, validation_fraction=validation_fraction)
         self._use(data)  # type: ignore[arg-type]
+        if "validation_loss" in self.measured and self._val_y is None:
+            # a reward that declares nothing (or measure_all) gets what this env can measure; one that reads it fails
+            if not measure_all and getattr(self.reward_fn, "requires", None) is not None:
+                raise ValueError(f"reward {self.reward_name!r} reads validation_loss: build the env with "
+                                 "validation_fraction > 0 (a held-out share of each identity's training faces)")
+            self.measured = self.measured - {"validation_loss"}
         self.recalibrate_norms = bool(recalibrate_norms)
         self.fr_config = fr_config if fr_config is not None else self.recipe.fr_config(self._train_x.shape[1:],
                                                                                          self.num_classes)
@@ -360,6 +372,11 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.masking, self._image_size, self._storage = data.masking, data.image_size, data.train_x.dtype
         self._train_x, self._train_y, self._test_x, self._test_y = data.train_x, data.train_y, data.test_x, data.test_y
         self.train_indices, self.test_indices, self._calib_x = data.train_indices, data.test_indices, data.calib_x
+        # at most VALIDATION_FACES of the validation split, a fixed subset: measured after every update
+        self._val_x = self._val_y = None
+        if data.has_validation:
+            keep = torch.from_numpy(calibration_subset(len(data.val_y), 0, VALIDATION_FACES)).to(data.val_y.device)
+            self._val_x, self._val_y = data.val_x[keep], data.val_y[keep]
         counts = torch.bincount(self._train_y, minlength=self.num_classes).float()
         self._class_frequency = counts / counts.max()
         self._in_mean, self._in_std = _channel_stats(self._train_x)
@@ -398,6 +415,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._draw_batch()
         self._batch_stats = self.trainer.sample_stats(*self._batch)
         self._running_clean = self._running_mixed = float(self._batch_stats["loss"].mean())
+        self._val_loss = self._validation_loss() if "validation_loss" in self.measured else math.nan
         self.reward_fn.reset(EpisodeStart(self.episode_steps, self.num_classes, self.k_values))
         return self._obs(), {"accuracy": self._accuracy, "clean_loss": self._running_clean, "step": 0}
 
@@ -432,6 +450,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         else:
             self._batch_stats = self.trainer.sample_stats(*self._batch)
             clean_loss_after = math.nan
+        validation = (math.nan, math.nan)
+        if "validation_loss" in self.measured:
+            now = self._validation_loss()
+            validation, self._val_loss = (now, self._val_loss - now), now
         self._step += 1
         truncated = self._step >= self.episode_steps
         self._truncated = "done" if truncated else ""
@@ -441,10 +463,13 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                 self.trainer.recalibrate_norms(self._calib_x)
             self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
             self._finite_state = copy.deepcopy(self.trainer.state_dict())
-        record = self._record(k, alpha, mixed_losses, clean_loss, clean_loss_after, evaluated, entropies, weights)
+        record = self._record(k, alpha, mixed_losses, clean_loss, clean_loss_after, evaluated, entropies, weights,
+                              validation)
         info = self._info(record)
         if "clean_loss_after" in self.measured:
             info["clean_loss_after"] = clean_loss_after
+        if "validation_loss" in self.measured:
+            info["validation_loss"], info["validation_gain"] = validation
         out = self.reward_fn(record)
         if isinstance(out, Mapping):
             info["reward_terms"] = {name: float(v) for name, v in out.items()}
@@ -476,13 +501,15 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     def _record(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor, clean_loss: float,
                 clean_loss_after: float, evaluated: bool, entropies: np.ndarray,
-                weights: tuple[np.ndarray, np.ndarray]) -> StepRecord:
+                weights: tuple[np.ndarray, np.ndarray],
+                validation: tuple[float, float] = (math.nan, math.nan)) -> StepRecord:
         """The :class:`StepRecord` of the step just taken (``self._step`` already counts it)."""
         return StepRecord(mixed_loss=float(mixed_losses.mean()), clean_loss=clean_loss, clean_loss_after=clean_loss_after,
                           accuracy=self._accuracy, evaluated=evaluated, k_mean=float(k.mean()),
                           alpha_mean=float(np.mean(alpha)), step=self._step - 1, episode_steps=self.episode_steps,
                           num_classes=self.num_classes, k_values=self.k_values,
-                          label_entropy=float(entropies.mean()), k=k,
+                          label_entropy=float(entropies.mean()), validation_loss=validation[0],
+                          validation_gain=validation[1], k=k,
                           mixed_losses=mixed_losses.detach().cpu().numpy(), label_entropies=entropies,
                           max_weights=weights[0], dominant_weights=weights[1])
 
@@ -509,6 +536,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "recalibrate_norms": self.recalibrate_norms, "episode_steps": self.episode_steps,
             "eval_every": self.eval_every, "dropped_channels": list(self.masking.mask.dropped),
             "reward": self.reward_name, "fr_config": self.fr_config.__dict__, "max_weight": self.max_weight,
+            "validation_faces": 0 if self._val_y is None else len(self._val_y),
         }
         return json.loads(json.dumps(cfg, default=list))
 
@@ -527,7 +555,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "np_random_seed": -1 if getattr(self, "_np_random_seed", None) is None else int(self._np_random_seed),
             "generator": self._generator.get_state(), "order": torch.from_numpy(self._order.copy()),
             "batch": [t.cpu() for t in self._batch], "batch_idx": self._batch_idx.clone(),
-            "exposure": self.exposure.state_dict(),
+            "exposure": self.exposure.state_dict(), "val_loss": self._val_loss,
             "batch_stats": {name: v.cpu() for name, v in self._batch_stats.items()},
             "step": self._step, "last_k": self._last_k, "accuracy": self._accuracy,
             "running_clean": self._running_clean, "running_mixed": self._running_mixed,
@@ -570,6 +598,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._batch_idx = state["batch_idx"].clone()
         self.exposure = Exposure(len(self._train_y))
         self.exposure.load_state_dict(state["exposure"])
+        self._val_loss = float(state["val_loss"])
         self._batch_stats = {name: v.to(self.device) for name, v in state["batch_stats"].items()}
         self._step, self._last_k = int(state["step"]), float(state["last_k"])
         self._truncated = "done" if self._step >= self.episode_steps else ""
@@ -605,6 +634,12 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         x = self._draw(idx, self.np_random)  # mirrored at random if hflip, exactly, in the frequency domain
         x = random_shift(x, self.max_shift, self.np_random)  # whole blocks: exact in the frequency domain
         self._batch = (x, self._train_y[idx])
+
+    @torch.no_grad()
+    def _validation_loss(self) -> float:
+        """The FR model's mean loss on the validation faces (evaluation mode)."""
+        assert self.trainer is not None and self._val_x is not None and self._val_y is not None
+        return float(self.trainer.sample_stats(self._val_x, self._val_y)["loss"].float().mean())
 
     def _squash(self, loss: torch.Tensor | float) -> torch.Tensor:
         t = torch.as_tensor(loss, dtype=torch.float32)
