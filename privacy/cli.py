@@ -17,7 +17,7 @@ from fr_models.recipes import RECIPES, default_recipe, get_recipe
 from mixup_env.transform import COLOURS, UPSAMPLE_FACTORS
 from privacy.attacks import ATTACKS
 from privacy.attacks._loop import MIN_UPDATES
-from privacy.defences import DEFENCES, POLICY_ALGOS, DefenceSpec, PolicySpec, train_fr_model
+from privacy.defences import DEFENCES, POLICY_ALGOS, POLICY_MODES, DefenceSpec, PolicySpec, train_fr_model
 from privacy.evaluate import DEFAULT_ATTACKS, DEFAULT_JUDGES, JUDGES, AttackBudget, evaluate_privacy, format_report
 from privacy.grid import (
     DATASETS,
@@ -55,6 +55,12 @@ def _train_fr_args(argv: list[str] | None, doc: str | None) -> argparse.Namespac
     p.add_argument("--policy", type=Path, default=None, help="saved agent for --defence policy")
     p.add_argument("--policy-algo", default="reinforce", choices=list(POLICY_ALGOS))
     p.add_argument("--policy-env-id", default="mixup_env/FrequencyMixupPerSample-v0")
+    p.add_argument("--policy-mode", default="frozen", choices=list(POLICY_MODES),
+                   help="frozen: the saved --policy run greedily; cotrain: a fresh agent trained over the FR run "
+                        "itself (the paper's way; no --policy)")
+    p.add_argument("--policy-reward", default="fr_loss", help="the reward a co-trained agent learns from")
+    p.add_argument("--policy-validation-fraction", type=float, default=0.0,
+                   help="the env's validation split, for a reward that reads it (constrained)")
     p.add_argument("--backbone", default=None, help=f"one of {', '.join(BACKBONES)}: resnet takes pixels (--defence "
                    "none) and frequency maps; grid / unblock frequency maps only, pixel pixels only")
     p.add_argument("--widths", type=int, nargs="+", default=None, help="stage widths")
@@ -97,12 +103,13 @@ def _train_fr_args(argv: list[str] | None, doc: str | None) -> argparse.Namespac
     p.add_argument("--out", type=Path, default=Path("runs/fr"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    if args.defence == "policy" and args.policy is None:
-        p.error("--defence policy needs --policy PATH")
+    if args.defence == "policy" and args.policy is None and args.policy_mode == "frozen":
+        p.error("--defence policy needs --policy PATH (or --policy-mode cotrain)")
     if args.epochs is not None and args.epochs < 1:
         p.error("--epochs must be >= 1")
     try:
-        policy = PolicySpec(args.policy, args.policy_algo, args.policy_env_id) if args.defence == "policy" else None
+        policy = (PolicySpec(args.policy, args.policy_algo, args.policy_env_id, args.policy_mode, args.policy_reward,
+                             args.policy_validation_fraction) if args.defence == "policy" else None)
         args.spec = DefenceSpec(args.defence, k=args.k, k_values=tuple(args.k_values), policy=policy,
                                 noise_multiplier=args.noise_multiplier, max_grad_norm=args.max_grad_norm,
                                 delta=args.delta, smoothing=args.smoothing)

@@ -44,7 +44,7 @@ from mixup_env.prepared import transform_faces
 from mixup_env.transform import model_card
 from privacy.stats import bootstrap_interval
 
-__all__ = ["ALL_CHANNELS", "DEFENCES", "POLICY_ALGOS", "DefenceSpec", "PolicySpec", "negative_smoothing",
+__all__ = ["ALL_CHANNELS", "DEFENCES", "POLICY_ALGOS", "POLICY_MODES", "DefenceSpec", "PolicySpec", "negative_smoothing",
            "train_fr_model", "verify_lfw"]
 
 DEFENCES = ("none", "dct", "mask", "fixed", "random", "policy", "dpsgd", "nls")
@@ -52,26 +52,42 @@ DEFENCES = ("none", "dct", "mask", "fixed", "random", "policy", "dpsgd", "nls")
 ALL_CHANNELS = ("dct", "dpsgd", "nls")
 #: the agents a ``policy`` defence may load
 POLICY_ALGOS = ("reinforce", "ppo", "a2c", "sac")
+#: How a policy defence trains its FR model (:class:`PolicySpec`'s ``mode``).
+POLICY_MODES = ("frozen", "cotrain")
 
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """A saved mixing agent that chooses k through the env.
+    """A mixing agent that chooses k through the env.
 
-    :param path: the agent's file (``Reinforce.save`` or an SB3 ``.zip``; an SB3 model trained with
-        ``--normalize`` keeps its observation statistics beside it).
+    :param path: the saved agent's file (``Reinforce.save`` or an SB3 ``.zip``; an SB3 model trained with
+        ``--normalize`` keeps its observation statistics beside it); ``frozen`` mode only.
     :param algo: one of :data:`POLICY_ALGOS`.
     :param env_id: the registered env id it acts on.
+    :param reward: the env reward a co-trained agent learns from (a registered name; ``cotrain`` mode only).
+    :param validation_fraction: the env's validation split, for a reward that reads it (``constrained``).
+    :param mode: one of :data:`POLICY_MODES`: ``"frozen"``, the saved agent run greedily over a fresh FR run;
+        ``"cotrain"``, the paper's way, a fresh agent trained over the FR run itself, alternating with the FR
+        updates (:func:`agents.cotrain.cotrain`); the co-trained FR model is the one kept.
     """
 
-    path: Path
+    path: Path | None = None
     algo: str = "reinforce"
     env_id: str = "mixup_env/FrequencyMixupPerSample-v0"
+    mode: str = "frozen"
+    reward: str = "fr_loss"
+    validation_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
+        if self.path is not None:
+            object.__setattr__(self, "path", Path(self.path))
         if self.algo not in POLICY_ALGOS:
             raise ValueError(f"policy algo {self.algo!r} is unknown: accepted {', '.join(POLICY_ALGOS)}")
+        if self.mode not in POLICY_MODES:
+            raise ValueError(f"policy mode {self.mode!r} is unknown: accepted {', '.join(POLICY_MODES)}")
+        if self.mode == "frozen" and self.path is None:
+            raise ValueError("a frozen policy needs the saved agent's path (or mode='cotrain' to train one over the "
+                             "FR run)")
 
 
 @dataclass(frozen=True)
@@ -141,6 +157,9 @@ class DefenceSpec:
             d["k_values"] = list(self.k_values)
         if self.policy is not None and self.name == "policy":
             d["policy"] = {"algo": self.policy.algo, "env_id": self.policy.env_id}
+            if self.policy.mode != "frozen":
+                d["policy"].update(mode=self.policy.mode, reward=self.policy.reward,
+                                   validation_fraction=self.policy.validation_fraction)
         if self.name == "dpsgd":
             d.update(noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm, delta=self.delta)
         if self.name == "nls":
@@ -243,18 +262,32 @@ def negative_smoothing(final: float, num_classes: int, updates: int):
 
 def _train_with_policy(p: _Prepared, defence: DefenceSpec, recipe: FRRecipe, seed: int, test_fraction: float,
                        colour: str | None, storage: str, device: str) -> tuple[FRTrainer, list[float], dict[str, Any]]:
-    """A saved agent chooses k through the env for ``epochs`` worth of FR updates; the extra metrics record how
-    often it chose each k (over every mixed face)."""
+    """An agent chooses k through the env for ``epochs`` worth of FR updates, a saved one run greedily (``frozen``)
+    or a fresh one trained over the run (``cotrain``); the extra metrics record how often it chose each k (over
+    every mixed face)."""
     import gymnasium as gym
 
     from agents import ALGORITHMS, Reinforce, load_obs_normalizer, run_episode
 
     assert defence.policy is not None
     steps = recipe.epochs * (len(p.train_idx) // recipe.batch_size)
-    env = gym.make(defence.policy.env_id, data=p.faces, k_values=defence.k_values, episode_steps=steps,
+    learning = ({"reward": defence.policy.reward, "validation_fraction": defence.policy.validation_fraction}
+                if defence.policy.mode == "cotrain" else {})  # a frozen agent only acts: no reward is read
+    env = gym.make(defence.policy.env_id, data=p.faces, k_values=defence.k_values, episode_steps=steps, **learning,
                    eval_every=steps, test_fraction=test_fraction, split_seed=seed, device=device, recipe=recipe,
                    batch_size=recipe.batch_size, colour=colour, storage=storage)
     path, algo = defence.policy.path, defence.policy.algo
+    if defence.policy.mode == "cotrain":
+        from agents import make_agent
+        from agents.cotrain import cotrain
+
+        t0 = time.perf_counter()
+        result = cotrain((lambda e: Reinforce(e, seed=seed)) if algo == "reinforce" else
+                         (lambda e: make_agent(algo, e, seed=seed)), env, seed=seed)
+        per_epoch = (time.perf_counter() - t0) / recipe.epochs
+        print(f"  policy {algo}: co-trained over the FR run ({result.steps} FR updates)")
+        return result.trainer, [per_epoch] * recipe.epochs, {"k_distribution": result.k_distribution,
+                                                             "exposure": result.exposure}
     if algo == "reinforce":
         agent, normalize_obs = Reinforce.load(path, env), None
     else:  # an SB3 model trained with --normalize sees observations through its saved statistics

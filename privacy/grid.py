@@ -323,7 +323,7 @@ def run_cell(config: GridConfig, cell: Cell) -> dict[str, Any]:
     """Train, evaluate and attack one cell; returns its record (written by the caller)."""
     record: dict[str, Any] = {}
     spec = config.defence_specs[cell.defence]
-    if spec.policy is not None:
+    if spec.policy is not None and spec.policy.mode == "frozen":  # a co-trained policy learns in the FR run itself
         suffix = "pt" if spec.policy.algo == "reinforce" else "zip"
         agent_path = config.work / cell.data / "agents" / f"{cell.defence}_s{cell.seed}.{suffix}"
         record["agent_seconds"] = round(train_agent(config, cell, agent_path), 1)

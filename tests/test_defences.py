@@ -123,6 +123,23 @@ def test_train_fr_model_with_a_saved_policy(tmp_path):
     assert dist == m["k_distribution"] and sum(dist.values()) == pytest.approx(1.0)  # the attacker reads it
 
 
+def test_train_fr_model_co_trains_a_fresh_policy_over_the_fr_run(tmp_path, capsys):
+    spec = DefenceSpec("policy", policy=PolicySpec(algo="reinforce", mode="cotrain", reward="constrained",
+                                                   validation_fraction=0.2))
+    assert spec.as_dict()["policy"] == {"algo": "reinforce", "env_id": "mixup_env/FrequencyMixupPerSample-v0",
+                                        "mode": "cotrain", "reward": "constrained", "validation_fraction": 0.2}
+    m, out = run(spec, tmp_path)
+    assert "co-trained over the FR run" in capsys.readouterr().out
+    model = FRTrainer.load(out / "fr_model.pt")
+    assert model.updates == m["updates"] > 0  # the co-trained model, at the end of its run (not a fresh one)
+    assert model.card.k_distribution == m["k_distribution"] and m["exposure"]["faces_mixed"] > 0
+    with pytest.raises(ValueError, match="a frozen policy needs the saved agent's path"):
+        PolicySpec()
+    with pytest.raises(ValueError, match="policy mode 'online' is unknown: accepted frozen, cotrain"):
+        PolicySpec(mode="online")
+    assert "mode" not in DefenceSpec("policy", policy=PolicySpec(tmp_path)).as_dict()["policy"]  # old hashes kept
+
+
 def test_train_fr_model_runs_an_sb3_policy_with_its_observation_statistics(tmp_path, capsys):
     """A policy trained with --normalize saw normalised observations: the policy defence must give it the same."""
     import gymnasium as gym
@@ -144,3 +161,15 @@ def test_train_fr_model_runs_an_sb3_policy_with_its_observation_statistics(tmp_p
     train_fr_model(load_faces("synthetic"), DefenceSpec("policy", policy=PolicySpec(path, "ppo")), SMALL.replace(epochs=1),
                    tmp_path / "fr", progress=False)
     assert "observations normalised by its saved VecNormalize statistics" in capsys.readouterr().out
+
+
+def test_train_fr_command_line_takes_the_policy_mode(capsys):
+    from privacy.cli import _train_fr_args
+
+    args = _train_fr_args(["--defence", "policy", "--policy-mode", "cotrain", "--policy-reward", "constrained",
+                           "--policy-validation-fraction", "0.2"], None)
+    assert args.spec.policy == PolicySpec(None, "reinforce", "mixup_env/FrequencyMixupPerSample-v0", "cotrain",
+                                          "constrained", 0.2)
+    with pytest.raises(SystemExit):
+        _train_fr_args(["--defence", "policy"], None)
+    assert "needs --policy PATH (or --policy-mode cotrain)" in capsys.readouterr().err
