@@ -73,6 +73,13 @@ class Reinforce:
     :param per_sample_reward: use each sample's own FR loss on the mixed batch
         (``info["mixed_loss_per_sample"]``) as its reward, instead of the env's scalar reward for all samples.
         Only meaningful with the ``fr_loss`` reward; sharper credit assignment for per-sample actions.
+    :param rollout: env steps per strategy update. 1 (the default): one update per step, as above. More: the
+        steps are collected first, each step's return ``G_t = r_t + gamma * G_{t+1}`` is computed over the
+        rollout (cut at its end and at an episode's end), and one update is made on all of them, with the
+        rollout's own mean return as the baseline and its spread as the scale: a baseline that is valid from the
+        first update, with no running statistics to warm up. With per-sample rewards, a sample's return is its own
+        reward plus the discounted returns of the steps after it (their mean over samples).
+    :param gamma: discount of the returns (``rollout > 1``), in ``[0, 1]``.
     :param seed: seed of the network initialisation and of the action sampling.
     :param device: torch device of the strategy network.
     """
@@ -85,6 +92,8 @@ class Reinforce:
         baseline_momentum: float = 0.95,
         entropy_coef: float = 0.05,
         per_sample_reward: bool = False,
+        rollout: int = 1,
+        gamma: float = 0.0,
         seed: int | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -93,12 +102,15 @@ class Reinforce:
             mode = getattr(base, "action_mode", type(base).__name__)
             raise ValueError(f"Reinforce needs a mixup_env env in a discrete action mode "
                              f"(sample_discrete or batch_discrete), got {mode!r}")
+        if int(rollout) < 1 or not 0 <= gamma <= 1:
+            raise ValueError(f"rollout={rollout} must be >= 1 and gamma={gamma} in [0, 1]")
+        self.rollout, self.gamma = int(rollout), float(gamma)
         self.env = env
         self.per_sample_actions = base.codec.per_sample
         self.per_sample_reward = bool(per_sample_reward)
         self.config = {"learning_rate": float(learning_rate), "hidden": int(hidden),
                        "baseline_momentum": float(baseline_momentum), "entropy_coef": float(entropy_coef),
-                       "per_sample_reward": self.per_sample_reward}
+                       "per_sample_reward": self.per_sample_reward, "rollout": self.rollout, "gamma": self.gamma}
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
         with seeded(0 if seed is None else int(seed)):
@@ -179,6 +191,48 @@ class Reinforce:
         self.updates += 1
         return {"loss": loss.item(), "advantage": float(advantage.mean()), "entropy": entropy.item(), "skipped": 0.0}
 
+    def update_rollout(self, obs: list[np.ndarray], actions: list[np.ndarray], rewards: list[Any],
+                       ends: list[bool]) -> dict[str, float]:
+        """One REINFORCE step on a rollout of env steps (``rollout > 1``; see the class docstring).
+
+        :param obs: each step's observation.
+        :param actions: each step's action.
+        :param rewards: each step's scalar reward, or ``(N,)`` per-sample rewards.
+        :param ends: whether the episode ended at that step (returns do not flow across it).
+        :return: ``loss``, ``advantage`` (mean, 0 by construction), ``entropy``, ``return`` (mean) and ``skipped``
+            (``1.0``: a non-finite reward; nothing learned).
+        """
+        r = [np.asarray(x, dtype=np.float64).reshape(-1) for x in rewards]
+        if not all(np.isfinite(x).all() for x in r):
+            return {"loss": float("nan"), "advantage": float("nan"), "entropy": float("nan"),
+                    "return": float("nan"), "skipped": 1.0}
+        returns: list[np.ndarray] = [np.zeros(0)] * len(r)
+        future = 0.0
+        for t in range(len(r) - 1, -1, -1):
+            if ends[t]:
+                future = 0.0
+            returns[t] = r[t] + self.gamma * future
+            future = float(returns[t].mean())
+        flat = np.concatenate(returns)
+        scale = float(flat.std()) if flat.size > 1 else 0.0
+        x = torch.as_tensor(np.stack([np.asarray(o, dtype=np.float32) for o in obs]), device=self.device)
+        logits = self._logits(x)  # (T, N or 1, K)
+        logp = torch.log_softmax(logits, -1)
+        idx = torch.as_tensor(np.stack([np.asarray(a).reshape(-1) for a in actions]), dtype=torch.long,
+                              device=self.device)  # (T, N or 1)
+        chosen = logp.gather(2, idx.unsqueeze(2)).squeeze(2)
+        g = torch.as_tensor(np.stack([np.broadcast_to(ret, (chosen.shape[1],)) if ret.size == 1 else ret
+                                      for ret in returns]), dtype=torch.float32, device=self.device)
+        adv = (g - g.mean()) / (scale + 1e-8)
+        entropy = -(logp.exp() * logp).sum(-1).mean()
+        loss = -(adv * chosen).mean() - self.entropy_coef * entropy
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.updates += 1
+        return {"loss": loss.item(), "advantage": float(adv.mean()), "entropy": entropy.item(),
+                "return": float(flat.mean()), "skipped": 0.0}
+
     def learn(self, total_timesteps: int, seed: int | None = None, progress_bar: bool = False,
               on_step: Callable[[dict[str, Any]], None] | None = None) -> Reinforce:
         """Alternate env steps (one FR update each) and strategy updates for ``total_timesteps`` steps.
@@ -191,13 +245,21 @@ class Reinforce:
         if total_timesteps < 1:
             raise ValueError(f"total_timesteps={total_timesteps} is invalid: accepted a positive integer")
         obs, _ = self.env.reset(seed=seed)
-        for _ in tqdm(range(total_timesteps), disable=not progress_bar, desc="REINFORCE"):
+        buffer: tuple[list[Any], ...] = ([], [], [], [])
+        for step in tqdm(range(total_timesteps), disable=not progress_bar, desc="REINFORCE"):
             action, _ = self.predict(obs)
             next_obs, reward, terminated, truncated, info = self.env.step(action)
             r = info["mixed_loss_per_sample"] if self.per_sample_reward else reward
             if self.per_sample_reward and not self.per_sample_actions:
                 r = float(np.mean(r))
-            self.update(obs, action, r)
+            if self.rollout == 1:
+                self.update(obs, action, r)
+            else:
+                for part, value in zip(buffer, (obs, action, r, terminated or truncated)):
+                    part.append(value)
+                if len(buffer[0]) == self.rollout or step == total_timesteps - 1:
+                    self.update_rollout(*buffer)
+                    buffer = ([], [], [], [])
             self.num_timesteps += 1
             if on_step is not None:
                 on_step(info)

@@ -204,3 +204,37 @@ def test_baselines_predict_valid_actions(env_id):
     assert sched.choose_k(obs_late) == 4
     with pytest.raises(ValueError, match="k=7 is not one of the env's k_values"):
         FixedK(env, 7)
+
+
+def test_reinforce_rollouts_have_returns_and_a_baseline_valid_from_the_first_update(tmp_path):
+    """Batched rollouts: the first update already moves towards the better action (its own mean return is the
+    baseline), returns discount later rewards, and the agent finds a known optimum on the env."""
+    import torch
+
+    from agents import Reinforce
+
+    env = gym.make("mixup_env/FrequencyMixup-v0", batch_size=16, episode_steps=40, recipe="tiny")
+    agent = Reinforce(env, seed=0, rollout=8, gamma=0.5, entropy_coef=0.0)
+    o = np.full(env.observation_space.shape[0], 0.5, dtype=np.float32)
+    before = torch.softmax(agent._logits(o)[0, 0], -1).detach()
+    # action 1 paid 1, action 3 paid 0: one update, no warm-up, must favour action 1
+    out = agent.update_rollout([o] * 4, [1, 3, 1, 3], [1.0, 0.0, 1.0, 0.0], [False] * 4)
+    after = torch.softmax(agent._logits(o)[0, 0], -1).detach()
+    assert out["skipped"] == 0.0 and abs(out["advantage"]) < 1e-6
+    assert after[1] > before[1] and after[3] < before[3]
+    # returns: G_t = r_t + 0.5 G_{t+1}, cut at an episode's end: [1 + 0.5 * 2, 2, 4] -> mean 8 / 3
+    assert agent.update_rollout([o] * 3, [0, 0, 0], [1.0, 2.0, 4.0], [False, True, False])["return"] == \
+        pytest.approx((2.0 + 2.0 + 4.0) / 3)
+    assert agent.update_rollout([o], [0], [float("nan")], [False])["skipped"] == 1.0
+    with pytest.raises(ValueError, match="rollout=0 must be >= 1 and gamma=2"):
+        Reinforce(env, rollout=0, gamma=2)
+
+    def near_four(record):  # a known optimum: always k = 4 (action 2)
+        return -abs(record.k_mean - 4.0)
+
+    env = gym.make("mixup_env/FrequencyMixup-v0", batch_size=16, episode_steps=40, recipe="tiny", reward=near_four)
+    agent = Reinforce(env, seed=0, rollout=8, learning_rate=3e-2).learn(240, seed=0)
+    obs, _ = env.reset(seed=5)
+    assert agent.predict(obs, deterministic=True)[0] == 2
+    back = Reinforce.load(agent.save(tmp_path / "rollout_agent.pt"), env)
+    assert (back.rollout, back.gamma) == (8, 0.0)
