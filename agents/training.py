@@ -54,6 +54,8 @@ class TrainingSpec:
     :param reward: a registered reward name.
     :param reward_kwargs: the reward's options.
     :param control_alpha: continuous ids: the action also sets the mixing concentration.
+    :param dither: continuous ids: round each action to k at random, up or down, so the expected k follows it
+        (the env's ``continuous_rounding="dither"``; a reward that changes smoothly with the action).
     :param n_envs: parallel envs.
     :param vec_env: ``"dummy"`` or ``"subproc"``.
     :param normalize: ``VecNormalize`` observations and rewards.
@@ -76,6 +78,7 @@ class TrainingSpec:
     reward: str = "fr_loss"
     reward_kwargs: dict[str, Any] = field(default_factory=dict)
     control_alpha: bool = False
+    dither: bool = False
     n_envs: int = 1
     vec_env: str = "dummy"
     normalize: bool = False
@@ -94,6 +97,8 @@ class TrainingSpec:
             raise ValueError("--timesteps must be >= 0, --episode-steps and --n-envs >= 1")
         if self.algo == "sac" and mixup_env.ENV_IDS[self.env_id] not in ("batch_continuous", "sample_continuous"):
             raise ValueError(f"SAC needs a continuous env id, got {self.env_id}")
+        if self.dither and mixup_env.ENV_IDS[self.env_id] not in ("batch_continuous", "sample_continuous"):
+            raise ValueError(f"--dither needs a continuous env id, got {self.env_id}")
         if self.out is None:
             object.__setattr__(self, "out", Path("runs") / self.algo)
 
@@ -104,6 +109,8 @@ class TrainingSpec:
                                       reward_kwargs=dict(self.reward_kwargs), device=self.device)
         if self.control_alpha:
             kwargs["control_alpha"] = True
+        if self.dither:
+            kwargs["continuous_rounding"] = "dither"
         return kwargs
 
 
@@ -121,6 +128,8 @@ def training_parser(description: str, algo: str, env_id: str, algos: tuple[str, 
     p.add_argument("--reward", default="fr_loss", help="a registered reward name")
     p.add_argument("--reward-kwargs", type=json.loads, default={}, help="reward options as JSON, e.g. '{\"floor\": 0.7}'")
     p.add_argument("--control-alpha", action="store_true", help="continuous ids: the action also sets the mixing concentration")
+    p.add_argument("--dither", action="store_true", help="continuous ids: round actions to k at random so that the "
+                   "expected k follows the action (no flat steps around each k)")
     p.add_argument("--n-envs", type=int, default=1, help="parallel envs")
     p.add_argument("--vec-env", default="dummy", choices=["dummy", "subproc"], help="SB3 vector env class")
     p.add_argument("--normalize", action="store_true", help="VecNormalize observations and rewards")

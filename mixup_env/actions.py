@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["ACTION_CODECS", "ActionCodec", "ContinuousCodec", "DiscreteCodec", "make_codec"]
+__all__ = ["ACTION_CODECS", "ROUNDINGS", "ActionCodec", "ContinuousCodec", "DiscreteCodec", "make_codec"]
 
 
 class ActionCodec:
@@ -57,9 +57,10 @@ class ActionCodec:
     def _space(self) -> spaces.Space[Any]:
         raise NotImplementedError
 
-    def decode(self, action: Any) -> tuple[np.ndarray, float | np.ndarray]:
+    def decode(self, action: Any, rng: np.random.Generator | None = None) -> tuple[np.ndarray, float | np.ndarray]:
         """``(k per sample (N,), alpha)`` of an action (alpha: a float, or ``(N,)`` per sample).
 
+        :param rng: the randomness of a dithered continuous codec (the env passes its ``np_random``).
         :raises ValueError: the action is not in :attr:`space`; the message says what is accepted.
         """
         raise NotImplementedError
@@ -104,7 +105,7 @@ class DiscreteCodec(ActionCodec):
             return spaces.MultiDiscrete(np.full(self.batch_size, k_count, dtype=np.int64))
         return spaces.Discrete(k_count)
 
-    def decode(self, action: Any) -> tuple[np.ndarray, float | np.ndarray]:
+    def decode(self, action: Any, rng: np.random.Generator | None = None) -> tuple[np.ndarray, float | np.ndarray]:
         n, k_count = self.batch_size, len(self.k_values)
         a = np.asarray(action)
         want_size = n if self.per_sample else 1
@@ -123,15 +124,30 @@ class DiscreteCodec(ActionCodec):
 class ContinuousCodec(ActionCodec):
     """An action ``a`` in ``[-1, 1]`` (one, or one per sample) picks the nearest of ``K`` evenly spaced points,
     ``k_values[round((a + 1) / 2 * (K - 1))]``; with ``control_alpha`` as many values again set the concentration,
-    log-uniformly over ``alpha_range``."""
+    log-uniformly over ``alpha_range``.
+
+    With ``rounding="dither"`` the position ``x = (a + 1) / 2 * (K - 1)`` is rounded up with probability
+    ``x - floor(x)`` and down otherwise, so the *expected* index is ``x``: the mixing (and the reward) change
+    smoothly with ``a`` instead of in steps, and an agent whose actions sit near the midpoint still sees the two
+    neighbouring k and a slope towards the better one (with nearest rounding every ``a`` in ``(-0.25, 0.25)`` is
+    k = 4 for ``K = 5``: flat, no gradient; SAC's policy in the grid never left it).
+
+    :param rounding: ``"nearest"`` or ``"dither"`` (see above).
+    """
 
     discrete = False
+
+    def __init__(self, *args: Any, rounding: str = "nearest", **kwargs: Any) -> None:
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding={rounding!r} is unknown: accepted {', '.join(ROUNDINGS)}")
+        self.rounding = rounding
+        super().__init__(*args, **kwargs)
 
     def _space(self) -> spaces.Space[Any]:
         size = (self.batch_size if self.per_sample else 1) * (2 if self.control_alpha else 1)
         return spaces.Box(-1.0, 1.0, shape=(size,), dtype=np.float32)
 
-    def decode(self, action: Any) -> tuple[np.ndarray, float | np.ndarray]:
+    def decode(self, action: Any, rng: np.random.Generator | None = None) -> tuple[np.ndarray, float | np.ndarray]:
         n, k_count = self.batch_size, len(self.k_values)
         a = np.asarray(action)
         shape = self.space.shape
@@ -142,7 +158,14 @@ class ContinuousCodec(ActionCodec):
                              "values in [-1, 1]" + (" (k values, then alpha values)" if self.control_alpha else ""))
         a = np.clip(a.reshape(-1).astype(np.float64), -1.0, 1.0)
         half = a.size // 2 if self.control_alpha else a.size
-        idx = np.rint((a[:half] + 1.0) / 2.0 * (k_count - 1)).astype(np.int64)
+        x = (a[:half] + 1.0) / 2.0 * (k_count - 1)
+        if self.rounding == "dither":
+            if rng is None:
+                raise ValueError("a dithered continuous codec needs the randomness to round with: pass rng")
+            low = np.floor(x)
+            idx = np.minimum(low + (rng.random(x.shape) < x - low), k_count - 1).astype(np.int64)
+        else:
+            idx = np.rint(x).astype(np.int64)
         k = np.asarray(self.k_values, dtype=np.int64)[np.broadcast_to(idx, (n,))]
         if not self.control_alpha:
             return k, self.dirichlet_alpha
@@ -162,6 +185,7 @@ class ContinuousCodec(ActionCodec):
 
 
 #: mode name -> (codec class, per sample)
+ROUNDINGS = ("nearest", "dither")
 ACTION_CODECS: dict[str, tuple[type[ActionCodec], bool]] = {
     "batch_discrete": (DiscreteCodec, False),
     "sample_discrete": (DiscreteCodec, True),
@@ -171,12 +195,20 @@ ACTION_CODECS: dict[str, tuple[type[ActionCodec], bool]] = {
 
 
 def make_codec(mode: str, k_values: Sequence[int], batch_size: int, dirichlet_alpha: float = 1.0,
-               control_alpha: bool = False, alpha_range: tuple[float, float] = (0.1, 10.0)) -> ActionCodec:
-    """The codec of ``mode`` (a key of :data:`ACTION_CODECS`).
+               control_alpha: bool = False, alpha_range: tuple[float, float] = (0.1, 10.0),
+               rounding: str = "nearest") -> ActionCodec:
+    """The codec of ``mode`` (a key of :data:`ACTION_CODECS`); ``rounding``: a continuous codec's (``"nearest"``
+    or ``"dither"``, :class:`ContinuousCodec`).
 
-    :raises ValueError: an unknown mode, or ``control_alpha`` with a discrete one.
+    :raises ValueError: an unknown mode or rounding, ``control_alpha`` or ``rounding="dither"`` with a discrete
+        mode.
     """
     if mode not in ACTION_CODECS:
         raise ValueError(f"unknown action_mode {mode!r}; accepted: {', '.join(ACTION_CODECS)}")
     cls, per_sample = ACTION_CODECS[mode]
+    if cls is ContinuousCodec:
+        return ContinuousCodec(k_values, batch_size, dirichlet_alpha, per_sample, control_alpha, alpha_range,
+                               rounding=rounding)
+    if rounding != "nearest":
+        raise ValueError(f"rounding={rounding!r} needs a continuous action_mode, got {mode!r}")
     return cls(k_values, batch_size, dirichlet_alpha, per_sample, control_alpha, alpha_range)

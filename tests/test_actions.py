@@ -53,3 +53,42 @@ def test_codecs_refuse_what_their_mode_cannot_do():
         make_codec("batch_discrete", K, 4, control_alpha=True)
     with pytest.raises(ValueError, match="expected 4 integers, each in 0..2, the index of k"):
         make_codec("sample_discrete", K, 4).decode(np.array([0, 1, 2, 3]))
+
+
+def test_dithered_rounding_follows_the_action_in_expectation():
+    codec = make_codec("sample_continuous", (2, 3, 4, 5, 6), 4000, rounding="dither")
+    rng = np.random.default_rng(0)
+    for a in (-1.0, -0.3, 0.0, 0.1, 0.55, 1.0):
+        k, _ = codec.decode(np.full(4000, a, np.float32), rng)
+        x = (a + 1) / 2 * 4  # the position among the 5 k values
+        assert set(np.unique(k)) <= {2 + int(np.floor(x)), 2 + min(int(np.ceil(x)), 4)}  # only the two neighbours
+        assert float(np.mean(k - 2)) == pytest.approx(x, abs=0.03)  # ... in the proportion that keeps the mean
+    # near the midpoint the nearest rounding is flat (k = 4), the dithered one is not
+    nearest = make_codec("sample_continuous", (2, 3, 4, 5, 6), 4000)
+    assert set(nearest.decode(np.full(4000, 0.2, np.float32))[0].tolist()) == {4}
+    assert set(codec.decode(np.full(4000, 0.2, np.float32), rng)[0].tolist()) == {4, 5}
+    a = np.linspace(-1, 1, 4000).astype(np.float32)
+    k1 = codec.decode(a, np.random.default_rng(3))[0]
+    assert np.array_equal(k1, codec.decode(a, np.random.default_rng(3))[0])  # the same draws, the same k
+    with pytest.raises(ValueError, match="needs the randomness to round with: pass rng"):
+        codec.decode(a)
+    with pytest.raises(ValueError, match="rounding='dither' needs a continuous action_mode, got 'sample_discrete'"):
+        make_codec("sample_discrete", (2, 3), 4, rounding="dither")
+    with pytest.raises(ValueError, match="rounding='up' is unknown: accepted nearest, dither"):
+        make_codec("batch_continuous", (2, 3), 4, rounding="up")
+
+
+def test_a_dithered_env_is_deterministic_under_a_seed():
+    import gymnasium as gym
+
+    import mixup_env  # noqa: F401
+
+    def run():
+        env = gym.make("mixup_env/FrequencyMixupPerSampleContinuous-v0", batch_size=16, episode_steps=4,
+                       recipe="tiny", continuous_rounding="dither")
+        env.reset(seed=7)
+        return [env.step(np.full(16, 0.1, np.float32))[4]["k_per_sample"].copy() for _ in range(3)]
+
+    first, second = run(), run()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert {4, 5} <= set(np.concatenate(first).tolist())

@@ -238,3 +238,13 @@ def test_reinforce_rollouts_have_returns_and_a_baseline_valid_from_the_first_upd
     assert agent.predict(obs, deterministic=True)[0] == 2
     back = Reinforce.load(agent.save(tmp_path / "rollout_agent.pt"), env)
     assert (back.rollout, back.gamma) == (8, 0.0)
+
+
+def test_training_spec_dither_reaches_the_env_and_needs_a_continuous_id():
+    from agents.training import TrainingSpec
+
+    spec = TrainingSpec(algo="sac", env_id="mixup_env/FrequencyMixupPerSampleContinuous-v0", dither=True)
+    assert spec.env_kwargs()["continuous_rounding"] == "dither"
+    assert "continuous_rounding" not in TrainingSpec().env_kwargs()
+    with pytest.raises(ValueError, match="--dither needs a continuous env id, got mixup_env/FrequencyMixup-v0"):
+        TrainingSpec(dither=True)

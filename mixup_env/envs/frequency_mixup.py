@@ -183,6 +183,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     * ``upsample``: upsample faces by this factor (1, 2, 4, 8) before the block DCT; ``colour``: ``"grey"``,
       ``"ycbcr"`` or ``"rgb"`` (default: from the data's planes); ``storage``: dtype of the precomputed channels.
     * ``action_mode``: one of :data:`ACTION_MODES`; ``control_alpha``, ``alpha_range``: continuous modes only.
+    * ``continuous_rounding``: how a continuous action becomes k: ``"nearest"`` (the nearest of the K points) or
+      ``"dither"`` (rounded up or down at random so that the expected index follows the action: a reward that
+      changes smoothly with the action; :class:`mixup_env.actions.ContinuousCodec`).
     * ``k_values``: the k chosen by each action; each in ``1..batch_size``.
     * ``batch_size``, ``episode_steps``, ``eval_every`` (evaluate accuracy every n steps and at the end).
     * ``dropped_channels``: channels ``8u+v`` dropped per colour plane (default ``u + v <= 3``).
@@ -269,6 +272,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         fr_config: FRConfig | None = None,
         max_weight: float | None = None,
         validation_fraction: float = 0.0,
+        continuous_rounding: str = "nearest",
     ) -> None:
         super().__init__()
         self.k_values = self._check_k_values(k_values, batch_size)
@@ -276,7 +280,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.max_weight = None if max_weight is None else check_max_weight(max_weight, self.k_values)
         lo, hi = self._check_schedule(episode_steps, eval_every, dirichlet_alpha, alpha_range)
         #: the action mode's space and its translation to mixing decisions (:mod:`mixup_env.actions`)
-        self.codec = make_codec(action_mode, self.k_values, batch_size, dirichlet_alpha, control_alpha, (lo, hi))
+        self.codec = make_codec(action_mode, self.k_values, batch_size, dirichlet_alpha, control_alpha, (lo, hi),
+                                continuous_rounding)
+        self.continuous_rounding = continuous_rounding
         self.action_mode, self.control_alpha, self.alpha_range = action_mode, bool(control_alpha), (lo, hi)
         self.batch_size, self.episode_steps, self.eval_every = int(batch_size), int(episode_steps), int(eval_every)
         self.dirichlet_alpha = float(dirichlet_alpha)
@@ -537,6 +543,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "eval_every": self.eval_every, "dropped_channels": list(self.masking.mask.dropped),
             "reward": self.reward_name, "fr_config": self.fr_config.__dict__, "max_weight": self.max_weight,
             "validation_faces": 0 if self._val_y is None else len(self._val_y),
+            "continuous_rounding": self.continuous_rounding,
         }
         return json.loads(json.dumps(cfg, default=list))
 
@@ -613,7 +620,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
         :raises ValueError: the action is not in the action space; the message says what is accepted.
         """
-        return self.codec.decode(action)
+        return self.codec.decode(action, self.np_random)
 
     def action_for_k(self, k: int | Sequence[int], alpha: float | None = None) -> Any:
         """Encode a k (or one k per sample) as an action of this env's mode (:meth:`~mixup_env.actions.ActionCodec.encode`).
