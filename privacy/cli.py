@@ -185,6 +185,8 @@ def _evaluate_args(argv: list[str] | None, doc: str | None) -> argparse.Namespac
     p.add_argument("--unmix-epochs", type=int, default=60, help="data-level unmixer training passes")
     p.add_argument("--mix-k", type=int, nargs="+", default=None, help="k of the data-level attack (default: the "
                    "model's own: 1 for mask-only, its k for fixed, its k set for random/policy)")
+    p.add_argument("--mix-weights", type=float, nargs="+", default=None,
+                   help="how often the data-level attack draws each --mix-k (default: uniformly)")
     p.add_argument("--min-updates", type=int, default=MIN_UPDATES, help="fewest updates of every attack network "
                    "and of the evaluator, however few the faces")
     p.add_argument("--judge-min-updates", type=int, default=None, help="fewest updates of the evaluator and the "
