@@ -183,13 +183,18 @@ class Reinforce:
         idx = torch.as_tensor(np.asarray(action).reshape(-1), dtype=torch.long, device=self.device)
         chosen = logp.gather(1, idx.unsqueeze(1)).squeeze(1)  # (N or 1,)
         adv = torch.as_tensor(advantage, dtype=torch.float32, device=self.device).expand_as(chosen)
+        loss, entropy = self._step(logp, chosen, adv)
+        return {"loss": loss, "advantage": float(advantage.mean()), "entropy": entropy, "skipped": 0.0}
+
+    def _step(self, logp: torch.Tensor, chosen: torch.Tensor, adv: torch.Tensor) -> tuple[float, float]:
+        """One gradient step on ``-(adv * log p(chosen)) - entropy_coef * entropy``; returns (loss, entropy)."""
         entropy = -(logp.exp() * logp).sum(-1).mean()
         loss = -(adv * chosen).mean() - self.entropy_coef * entropy
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
         self.updates += 1
-        return {"loss": loss.item(), "advantage": float(advantage.mean()), "entropy": entropy.item(), "skipped": 0.0}
+        return loss.item(), entropy.item()
 
     def update_rollout(self, obs: list[np.ndarray], actions: list[np.ndarray], rewards: list[Any],
                        ends: list[bool]) -> dict[str, float]:
@@ -224,14 +229,9 @@ class Reinforce:
         g = torch.as_tensor(np.stack([np.broadcast_to(ret, (chosen.shape[1],)) if ret.size == 1 else ret
                                       for ret in returns]), dtype=torch.float32, device=self.device)
         adv = (g - g.mean()) / (scale + 1e-8)
-        entropy = -(logp.exp() * logp).sum(-1).mean()
-        loss = -(adv * chosen).mean() - self.entropy_coef * entropy
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        self.updates += 1
-        return {"loss": loss.item(), "advantage": float(adv.mean()), "entropy": entropy.item(),
-                "return": float(flat.mean()), "skipped": 0.0}
+        loss, entropy = self._step(logp, chosen, adv)
+        return {"loss": loss, "advantage": float(adv.mean()), "entropy": entropy, "return": float(flat.mean()),
+                "skipped": 0.0}
 
     def learn(self, total_timesteps: int, seed: int | None = None, progress_bar: bool = False,
               on_step: Callable[[dict[str, Any]], None] | None = None) -> Reinforce:

@@ -9,7 +9,7 @@ What is run and how is :mod:`privacy.page`'s docstring. Each finished model is a
 cells whose settings match, so an interrupted run continues where it stopped. After the page's defences, DP-SGD's
 noise sweep (training only, points under ``<cells>/dpsgd_sweep``) and its compared point as the ``dpsgd`` cell
 (``--no-dpsgd``: skipped); then the data-level attacks against each mixing scheme on the ``mask`` model's transform
-(:mod:`privacy.kstudy`: fixed k = 1..6, uniform k, and the k distributions of the grid's policy cells in
+(:mod:`privacy.kstudy`: fixed k = 2..6, uniform k, and the k distributions of the grid's policy cells in
 ``--policies``; records under ``<cells>/kstudy``; ``--no-kstudy``: skipped). Cost measured per cell on the page.
 """
 

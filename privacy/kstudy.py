@@ -1,4 +1,4 @@
-"""The data-level attacks against the mixing scheme alone: fixed k = 1..6, k drawn uniformly from 2..6, and the
+"""The data-level attacks against the mixing scheme alone: fixed k = 2..6, k drawn uniformly from 2..6, and the
 k distributions the grid's policies chose.
 
 What a curious training server sees depends only on the scheme (the channel mask, how k is drawn, the Dirichlet
@@ -112,8 +112,9 @@ def policy_schemes(results: str | Path, data: str, algos: Sequence[str] = ("rein
 
 
 def default_schemes(k_max: int = 6) -> list[Scheme]:
-    """Fixed k = 1..``k_max`` (k = 1: the mask alone) and k uniform in 2..``k_max`` (the ``random`` defence)."""
-    return [*(Scheme(f"k{k}", (k,)) for k in range(1, k_max + 1)),
+    """Fixed k = 2..``k_max`` and k uniform in 2..``k_max`` (the ``random`` defence). k = 1, the mask alone, is not
+    among them: the page's ``mask`` cell is that model attacked with that scheme already."""
+    return [*(Scheme(f"k{k}", (k,)) for k in range(2, k_max + 1)),
             Scheme("uniform", tuple(range(2, k_max + 1)))]
 
 
@@ -187,7 +188,7 @@ def kstudy_rows(store: CellStore, data: str, one_k: dict[str, int] | None = None
     order = {s.name: i for i, s in enumerate(default_schemes())}
     records.sort(key=lambda r: (order.get(r["scheme"], len(order)), r["scheme"]))
     rows = ["Data-level attacks against the mixing scheme alone (the `mask` model's transform; `privacy.kstudy`): "
-            "top-1 by the pretrained judge (95 % interval) / by the evaluator.", "",
+            "top-1 by the pretrained judge (95 % interval) / by the evaluator; k = 1 is the `mask` cell's.", "",
             "| scheme | datalevel (one mix) | evaluator | datalevel_cluster (whole run) | evaluator | "
             "cluster purity |", "|---|---|---|---|---|---|"]
 

@@ -60,7 +60,7 @@ def run_page(config: GridConfig, store: CellStore, dpsgd: bool = True, noise: Se
     (:func:`privacy.sweep.sweep_dpsgd`, training only, over ``noise``: default
     :data:`~privacy.sweep.DP_NOISE`) and, if a swept noise learns above the majority class, the ``dpsgd`` cell at
     that noise, attacked as every other; then, with ``kstudy``, per data set the data-level attacks against each
-    mixing scheme (:mod:`privacy.kstudy`: fixed k = 1..6, uniform k, and the k distributions of the grid's policy
+    mixing scheme (:mod:`privacy.kstudy`: fixed k = 2..6, uniform k, and the k distributions of the grid's policy
     cells in ``policies``, if given; ``schemes``: other :class:`~privacy.kstudy.Scheme` s in place of the fixed and
     uniform ones)."""
     from privacy.kstudy import default_schemes, run_kstudy

@@ -59,7 +59,7 @@ def test_policy_schemes_read_the_grid_cells(tmp_path) -> None:
     schemes, one_k = policy_schemes(tmp_path, "att")
     assert schemes == [Scheme("ppo_s0", (2, 5), (0.25, 0.75), "grid ppo seed 0")]
     assert one_k == {"reinforce_s1": 6}
-    assert [s.label for s in default_schemes(3)] == ["k = 1", "k = 2", "k = 3", "k uniform in {2, 3}"]
+    assert [s.label for s in default_schemes(3)] == ["k = 2", "k = 3", "k uniform in {2, 3}"]
 
 
 def test_bad_schemes_and_budgets_are_refused(tmp_path) -> None:

@@ -282,7 +282,6 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         #: the action mode's space and its translation to mixing decisions (:mod:`mixup_env.actions`)
         self.codec = make_codec(action_mode, self.k_values, batch_size, dirichlet_alpha, control_alpha, (lo, hi),
                                 continuous_rounding)
-        self.continuous_rounding = continuous_rounding
         self.action_mode, self.control_alpha, self.alpha_range = action_mode, bool(control_alpha), (lo, hi)
         self.batch_size, self.episode_steps, self.eval_every = int(batch_size), int(episode_steps), int(eval_every)
         self.dirichlet_alpha = float(dirichlet_alpha)
@@ -543,7 +542,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "eval_every": self.eval_every, "dropped_channels": list(self.masking.mask.dropped),
             "reward": self.reward_name, "fr_config": self.fr_config.__dict__, "max_weight": self.max_weight,
             "validation_faces": 0 if self._val_y is None else len(self._val_y),
-            "continuous_rounding": self.continuous_rounding,
+            "continuous_rounding": getattr(self.codec, "rounding", "nearest"),
         }
         return json.loads(json.dumps(cfg, default=list))
 
