@@ -45,6 +45,7 @@ class PreparedFaces:
         faces): what a reward may measure held-out utility on; empty without one.
     :ivar val_y: their identities.
     :ivar val_indices: their indices in the data set.
+    :ivar calib_y: the identities of ``calib_x`` (where the env observes accuracy without a validation split).
     """
 
     source: str
@@ -62,6 +63,7 @@ class PreparedFaces:
     val_x: torch.Tensor | None = None
     val_y: torch.Tensor | None = None
     val_indices: np.ndarray | None = None
+    calib_y: torch.Tensor | None = None
 
     @property
     def has_validation(self) -> bool:
@@ -125,7 +127,7 @@ def prepare_faces(faces: FaceData, masking: FrequencyMasking, image_size: int | 
     size = (int(image_size), int(image_size)) if image_size is not None else (int(h), int(w))
     return PreparedFaces(faces.source, tuple(faces.names), faces.num_classes, masking, size, train_x, labels[train_idx],
                          freq[test_idx], labels[test_idx], train_x[calib], train_idx, test_idx, freq[val_idx],
-                         labels[val_idx], val_idx)
+                         labels[val_idx], val_idx, labels[train_idx][calib])
 
 
 def transform_faces(images: np.ndarray, masking: FrequencyMasking | None, image_size: int | tuple[int, int] | None,

@@ -32,7 +32,7 @@ def test_registered_and_makes(tiny_env_kwargs):
     env = gym.make(ENV_ID, **tiny_env_kwargs)
     assert isinstance(env.unwrapped, FrequencyMixupEnv)
     assert env.action_space == gym.spaces.Discrete(5)
-    assert env.observation_space.shape == (6 + 16 * 4,) and env.observation_space.dtype == np.float32
+    assert env.observation_space.shape == (6 + 16 * 6,) and env.observation_space.dtype == np.float32
 
 
 @pytest.mark.parametrize("env_id,control_alpha", [(i, False) for i in mixup_env.ENV_IDS]
@@ -108,11 +108,43 @@ def test_per_sample_observation_features(tiny_env_kwargs):
     assert np.allclose(per[:, 2], (stats["margin"].numpy() + 1) / 2, atol=1e-6)
     counts = np.bincount(env._train_y.numpy(), minlength=env.num_classes)
     assert np.allclose(per[:, 3], counts[y.numpy()] / counts.max())
+    assert (per[:, 4] == 0).all() and (per[:, 5] == 0).all()  # no face mixed yet
     # batched observations split too
     g2, p2 = split_observation(np.stack([obs, obs]))
-    assert g2.shape == (2, 6) and p2.shape == (2, 16, 4)
-    with pytest.raises(ValueError, match="6 \\+ N\\*4 entries"):
+    assert g2.shape == (2, 6) and p2.shape == (2, 16, 6)
+    with pytest.raises(ValueError, match="6 \\+ N\\*6 entries"):
         split_observation(obs[:-1])
+
+
+def test_observed_exposure_is_the_faces_exposure_so_far(tiny_env_kwargs):
+    env = FrequencyMixupEnv(action_mode="sample_discrete", **{**tiny_env_kwargs, "episode_steps": 44})
+    env.reset(seed=3)
+    seen = 0.0
+    for _ in range(env.episode_steps - 1):  # past one epoch (40 batches) faces recur with the exposure they had
+        obs, *_ = env.step(env.action_for_k([2] * 16))
+        faces = env._batch_idx
+        _, per = split_observation(obs)
+        e = env.exposure
+        assert np.allclose(per[:, 4], e.max_weight[faces].numpy(), atol=1e-6)
+        mean = np.where(e.mixes[faces].numpy() > 0, (e.weight_sum[faces] / e.mixes[faces].clamp_min(1)).numpy(), 0)
+        assert np.allclose(per[:, 5], mean, atol=1e-6)
+        seen = max(seen, float(per[:, 4].max()))
+    assert seen >= 0.5  # k = 2: a face mixed before had a weight >= 1/2 as the sample or its partner
+
+
+def test_the_observed_accuracy_never_reads_the_test_faces(tiny_env_kwargs):
+    env = FrequencyMixupEnv(**tiny_env_kwargs)
+    obs, info = env.reset(seed=0)
+    at = GLOBAL_FEATURES.index("observed_accuracy")
+    assert obs[at] == pytest.approx(env.trainer.accuracy(env._calib_x, env._calib_y))
+    env._test_y = (env._test_y + 1) % env.num_classes  # the test labels no longer matter to the observation
+    for _ in range(3):
+        obs, _, _, _, info = env.step(0)
+    assert info["evaluated"] and info["accuracy"] == env.trainer.accuracy(env._test_x, env._test_y)
+    assert obs[at] == pytest.approx(env.trainer.accuracy(env._calib_x, env._calib_y))
+    val = FrequencyMixupEnv(validation_fraction=0.3, **tiny_env_kwargs)
+    obs, _ = val.reset(seed=0)
+    assert obs[at] == pytest.approx(val.trainer.accuracy(val._val_x, val._val_y))
 
 
 def test_same_seed_and_actions_give_identical_trajectories(tiny_env_kwargs):

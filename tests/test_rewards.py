@@ -219,8 +219,8 @@ def test_a_callable_or_a_class_is_a_reward_and_bad_ones_are_named(tiny_env_kwarg
     env = gym.make("mixup_env/FrequencyMixup-v0", **tiny_env_kwargs, reward=lambda rec: -rec.k_mean)
     env.reset(seed=0)
     _, r, _, _, info = env.step(env.unwrapped.action_for_k(3))
-    assert r == -3.0 and env.unwrapped.measured == ON_DEMAND - {"validation_loss"}  # a callable that says nothing
-    # gets everything this env can measure (it has no validation split)
+    assert r == -3.0 and env.unwrapped.measured == ON_DEMAND - {"validation_loss", "leakage"}  # a callable that says
+    # nothing gets everything this env can measure (it has no validation split, no attacker)
     obj = as_reward(UtilityAware, {"floor": 0.5})
     assert obj(RECORD) == UtilityAware(floor=0.5)(RECORD) and reward_label(UtilityAware).endswith("UtilityAware")
     assert as_reward("fr_loss")(RECORD) == 2.5 and reward_label("fr_loss") == "fr_loss"

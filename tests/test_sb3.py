@@ -91,7 +91,7 @@ def test_subproc_vec_env_two_workers():
         model.learn(8, callback=cb)
         assert model.num_timesteps == 8 and len(cb.history["k"]) == 8
         obs = venv.reset()
-        assert obs.shape == (2, 6 + 16 * 4)
+        assert obs.shape == (2, 6 + 16 * 6)
         # the two workers were seeded differently: their first observations differ
         assert not np.array_equal(obs[0], obs[1])
     finally:
@@ -165,7 +165,7 @@ def test_compare_agents_small(tmp_path):
 def test_k_by_feature_reports_the_policy():
     env = gym.make("mixup_env/FrequencyMixupPerSample-v0", **TINY)
     table = k_by_feature(RandomK(env, seed=0), env, steps=12, bins=3)
-    assert set(table) == {"loss", "confidence", "margin", "class_frequency"}
+    assert set(table) == {"loss", "confidence", "margin", "class_frequency", "exposure_max", "exposure_mean"}
     loss = table["loss"]
     assert loss["counts"].sum() == 12 * 16 and loss["counts"].shape[1] == 5
     assert abs(loss["correlation"]) < 0.3  # random k does not depend on the features

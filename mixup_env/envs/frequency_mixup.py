@@ -21,9 +21,10 @@ from fr_models.trainer import CheckpointError, FRConfig, FRTrainer, atomic_torch
 from fr_models.training import channel_stats as _channel_stats
 from fr_models.training import FlipDraw, calibration_subset, random_shift
 from mixup_env.actions import ACTION_CODECS, make_codec
+from mixup_env.attacker import OnlineAttacker
 from mixup_env.exposure import Exposure, batch_max_weight
 from mixup_env.mixing import check_max_weight, label_entropy, mix_batch
-from mixup_env.prepared import PreparedFaces, prepare_faces
+from mixup_env.prepared import PreparedFaces, prepare_faces, transform_faces
 from mixup_env.rewards import ON_DEMAND, EpisodeStart, Reward, StepRecord, as_reward, reward_label, reward_requires
 from mixup_env.transform import ChannelMask, FrequencyMasking, model_card
 
@@ -37,17 +38,19 @@ GLOBAL_FEATURES: tuple[str, ...] = (
     "batch_clean_loss",
     "running_clean_loss",
     "running_mixed_loss",
-    "accuracy",
+    "observed_accuracy",
     "last_k",
 )
 #: Per-sample observation entries for each sample of the upcoming batch (sample-major after the global ones).
-SAMPLE_FEATURES: tuple[str, ...] = ("loss", "confidence", "margin", "class_frequency")
+SAMPLE_FEATURES: tuple[str, ...] = ("loss", "confidence", "margin", "class_frequency", "exposure_max",
+                                     "exposure_mean")
 _EMA = 0.1  # weight of the newest value in the running losses
+_EMPTY = np.zeros(0)
 #: the most validation faces the env measures its loss on after each update (a fixed subset of the split)
 VALIDATION_FACES = 512
 #: The version of :meth:`FrequencyMixupEnv.save_checkpoint`'s format; :meth:`~FrequencyMixupEnv.load_checkpoint`
 #: refuses others.
-CHECKPOINT_VERSION = 2  # 2: the episode's exposure accounting and the batch's face indices
+CHECKPOINT_VERSION = 3  # 2: the episode's exposure accounting and the batch's face indices; 3: observed accuracy
 
 
 def split_observation(obs: Any) -> tuple[Any, Any]:
@@ -97,9 +100,12 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
 
     ## Observation Space
 
-    ``Box(0, 1, (6 + 4 * N,), float32)``: six global entries, then four entries for each sample of the
+    ``Box(0, 1, (6 + 6 * N,), float32)``: six global entries, then six entries for each sample of the
     *upcoming* batch (sample-major; :func:`split_observation` separates them). Losses ``l`` are squashed as
-    ``l / (l + log(num_classes))`` (0.5 at the chance-level cross-entropy).
+    ``l / (l + log(num_classes))`` (0.5 at the chance-level cross-entropy). The test faces never reach the
+    observation: the accuracy observed is measured on the validation split, or, for an env without one, on the
+    fixed subset of clean training faces batch-norm statistics are recalibrated on (``info["accuracy"]``, the
+    test accuracy, is for reporting; an agent that read it would be tuned on the test set).
 
     | Index      | Name               | Meaning                                                                    |
     |------------|--------------------|----------------------------------------------------------------------------|
@@ -107,12 +113,15 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     | 1          | batch_clean_loss   | current FR model's mean loss on the upcoming batch, unmixed (squashed)     |
     | 2          | running_clean_loss | running mean (EMA 0.1) of the clean batch loss (squashed)                  |
     | 3          | running_mixed_loss | running mean (EMA 0.1) of the mixed batch loss (squashed)                  |
-    | 4          | accuracy           | last evaluated clean identification accuracy on held-out images            |
+    | 4          | observed_accuracy  | last evaluated clean accuracy on the validation faces (else on the fixed    |
+    |            |                    | calibration subset of training faces); never the test faces               |
     | 5          | last_k             | mean k of the last step, scaled to [0, 1] over ``k_values`` (0 at start)   |
-    | 6 + 4i     | loss               | sample i's clean loss under the current model (squashed)                   |
-    | 7 + 4i     | confidence         | softmax probability of sample i's true identity                            |
-    | 8 + 4i     | margin             | (that probability - the largest other one + 1) / 2                         |
-    | 9 + 4i     | class_frequency    | training images of sample i's identity / those of the largest identity     |
+    | 6 + 6i     | loss               | sample i's clean loss under the current model (squashed)                   |
+    | 7 + 6i     | confidence         | softmax probability of sample i's true identity                            |
+    | 8 + 6i     | margin             | (that probability - the largest other one + 1) / 2                         |
+    | 9 + 6i     | class_frequency    | training images of sample i's identity / those of the largest identity     |
+    | 10 + 6i    | exposure_max       | sample i's face's largest weight in any mix so far this episode (0: none)  |
+    | 11 + 6i    | exposure_mean      | its mean weight over the mixes it entered so far (as sample or partner)    |
 
     ## Rewards
 
@@ -211,13 +220,20 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     * ``validation_fraction``: hold this share of each identity's training faces out as a validation split
       (0: none). Rewards that read ``validation_loss`` / ``validation_gain`` (``constrained``) need one: the env
       then measures its loss on up to :data:`VALIDATION_FACES` of them after every update (one forward pass).
+    * ``attacker_faces``: public faces (identities the FR model does not train on; a ``FaceData``, a ``.npz`` path
+      or a data set name), transformed as the private ones, on which an online data-level attacker is trained
+      (:class:`mixup_env.attacker.OnlineAttacker`; ``attacker_kwargs``: its options). Rewards that read
+      ``leakage`` (``attack_aware``) need it; the env then scores each batch face's leakage at every step and
+      refits the attacker every ``refit_every`` steps on the k chosen since.
     * ``device``: torch device of the FR model and the data (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
 
     ## Version History
 
     * v0: initial version. The default FR model on real faces became the ``"real"`` recipe (a ResNet on
       upsampled DCT maps) in issue 14, and the synthetic faces' the ``"small"`` recipe; ``recipe="legacy"``
-      gives the former model (the id was not bumped: a later issue may).
+      gives the former model (the id was not bumped: a later issue may). Issue 17 changed the observation: two
+      per-sample exposure entries (``6 + 6N`` entries, was ``6 + 4N``), and the accuracy observed comes from the
+      validation (or training) faces, no longer the test faces; agents trained before do not load on it.
 
     ## Example
 
@@ -226,7 +242,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     >>> env = gym.make("mixup_env/FrequencyMixupPerSample-v0", batch_size=16, episode_steps=3, recipe="tiny")
     >>> obs, info = env.reset(seed=0)
     >>> obs.shape, obs.dtype
-    ((70,), dtype('float32'))
+    ((102,), dtype('float32'))
     >>> obs, reward, terminated, truncated, info = env.step(env.unwrapped.action_for_k([2] * 8 + [6] * 8))
     >>> info["k"], terminated, truncated, reward == info["mixed_loss"]
     (4.0, False, False, True)
@@ -273,9 +289,12 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         max_weight: float | None = None,
         validation_fraction: float = 0.0,
         continuous_rounding: str = "nearest",
+        attacker_faces: str | os.PathLike[str] | FaceData | None = None,
+        attacker_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.k_values = self._check_k_values(k_values, batch_size)
+        self.k_values_sorted = tuple(sorted(self.k_values))
         #: the cap on every mixing weight (``None``: uncapped)
         self.max_weight = None if max_weight is None else check_max_weight(max_weight, self.k_values)
         lo, hi = self._check_schedule(episode_steps, eval_every, dirichlet_alpha, alpha_range)
@@ -312,6 +331,14 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                 raise ValueError(f"reward {self.reward_name!r} reads validation_loss: build the env with "
                                  "validation_fraction > 0 (a held-out share of each identity's training faces)")
             self.measured = self.measured - {"validation_loss"}
+        #: the online data-level attacker of the attack-aware reward (:mod:`mixup_env.attacker`), or ``None``
+        self.attacker = self._make_attacker(attacker_faces, attacker_kwargs)
+        if "leakage" in self.measured and self.attacker is None:
+            if not measure_all and getattr(self.reward_fn, "requires", None) is not None:
+                raise ValueError(f"reward {self.reward_name!r} reads leakage, scored by an online attacker trained on "
+                                 "public faces only: build the env with attacker_faces=<faces of identities the FR "
+                                 "model does not train on> (a FaceData, a .npz path or a data set name)")
+            self.measured = self.measured - {"leakage"}
         self.recalibrate_norms = bool(recalibrate_norms)
         self.fr_config = fr_config if fr_config is not None else self.recipe.fr_config(self._train_x.shape[1:],
                                                                                          self.num_classes)
@@ -377,6 +404,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.masking, self._image_size, self._storage = data.masking, data.image_size, data.train_x.dtype
         self._train_x, self._train_y, self._test_x, self._test_y = data.train_x, data.train_y, data.test_x, data.test_y
         self.train_indices, self.test_indices, self._calib_x = data.train_indices, data.test_indices, data.calib_x
+        if data.calib_y is None:
+            raise ValueError("the prepared faces carry no calib_y (the calibration faces' identities): prepare them "
+                             "with mixup_env.prepared.prepare_faces")
+        self._calib_y = data.calib_y
         # at most VALIDATION_FACES of the validation split, a fixed subset: measured after every update
         self._val_x = self._val_y = None
         if data.has_validation:
@@ -386,6 +417,20 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._class_frequency = counts / counts.max()
         self._in_mean, self._in_std = _channel_stats(self._train_x)
         self._draw = FlipDraw(self._train_x, self.masking.hflip if self.hflip else None)
+
+    def _make_attacker(self, faces: str | os.PathLike[str] | FaceData | None,
+                       kwargs: Mapping[str, Any] | None) -> OnlineAttacker | None:
+        """The online attacker on the public ``faces``, transformed as the private ones (``None``: no attacker)."""
+        if faces is None:
+            if kwargs:
+                raise ValueError("attacker_kwargs given without attacker_faces: the attacker trains on public faces")
+            return None
+        public = load_faces(faces)
+        if public.planes != self.masking.mask.planes:
+            raise ValueError(f"attacker_faces have {public.planes} colour plane(s), the private faces "
+                             f"{self.masking.mask.planes}: accepted public faces of the same kind")
+        x = transform_faces(public.images, self.masking, self._image_size[0], torch.float32, self.device)
+        return OnlineAttacker(x.cpu(), **dict(kwargs or {}))
 
     def _check_fr_config(self, config: FRConfig) -> None:
         """Refuse a model that does not read the prepared channels; build one now, not at reset."""
@@ -412,10 +457,15 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                                        defence="policy", k_values=self.k_values)
         self._order = np.empty(0, dtype=np.int64)
         self.exposure = Exposure(len(self._train_y))
+        if self.attacker is not None:  # its own stream, derived from the mixing stream's seed
+            self._attack_generator = torch.Generator().manual_seed(int(seeds[0]) + 1)
+            self._attack_counts = np.zeros(len(self.k_values))
+            self._attack_alpha = [0.0, 0]
+            self._fit_attacker({k: 1.0 for k in self.k_values}, self.dirichlet_alpha)
         self._step = 0
         self._truncated = ""  # why the episode ended ("done" after its last step), "" while it runs
         self._last_k = 0.0
-        self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
+        self._evaluate()
         self._finite_state = copy.deepcopy(self.trainer.state_dict())  # restored if the weights ever go non-finite
         self._draw_batch()
         self._batch_stats = self.trainer.sample_stats(*self._batch)
@@ -440,9 +490,10 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         entropies = label_entropy(mix.soft_labels).cpu().numpy()
         weights = (batch_max_weight(mix.partners, mix.weights).cpu().numpy(),
                    mix.weights.max(1).values.cpu().numpy())
+        leakage = self._leakage(x, mix, k, alpha) if "leakage" in self.measured else (_EMPTY, _EMPTY)
         mixed_losses = self.trainer.train_step(mix.inputs, mix.soft_labels)
         if self.trainer.last_fault is not None:  # non-finite weights show up here too, as a non-finite loss
-            return self._fault(k, alpha, mixed_losses, entropies, weights)
+            return self._fault(k, alpha, mixed_losses, entropies, weights, leakage)
         mixed_loss = float(mixed_losses.mean())
         clean_loss = float(self._batch_stats["loss"].mean())
         self._draw_batch()
@@ -466,15 +517,18 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         if evaluated:
             if self.recalibrate_norms:  # batch-norm statistics of clean faces, not of the mixes trained on
                 self.trainer.recalibrate_norms(self._calib_x)
-            self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
+            self._evaluate()
             self._finite_state = copy.deepcopy(self.trainer.state_dict())
         record = self._record(k, alpha, mixed_losses, clean_loss, clean_loss_after, evaluated, entropies, weights,
-                              validation)
+                              validation, leakage)
         info = self._info(record)
         if "clean_loss_after" in self.measured:
             info["clean_loss_after"] = clean_loss_after
         if "validation_loss" in self.measured:
             info["validation_loss"], info["validation_gain"] = validation
+        if "leakage" in self.measured:
+            info["leakage_per_sample"], info["leakage_unmixed_per_sample"] = leakage
+            info["leakage_prevented"] = record.leakage_prevented
         out = self.reward_fn(record)
         if isinstance(out, Mapping):
             info["reward_terms"] = {name: float(v) for name, v in out.items()}
@@ -488,7 +542,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         return self._obs(), reward, False, truncated, info
 
     def _fault(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor, entropies: np.ndarray,
-               weights: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+               weights: tuple[np.ndarray, np.ndarray],
+               leakage: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """End the episode after a refused update (non-finite loss or gradient) or non-finite weights."""
         assert self.trainer is not None
         if self.trainer.weights_finite():
@@ -500,14 +555,15 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._step += 1
         self._truncated = reason
         record = self._record(k, alpha, mixed_losses, float(self._batch_stats["loss"].mean()), math.nan, False,
-                              entropies, weights)
+                              entropies, weights, leakage=leakage)
         info = {"truncated_reason": reason, **self._info(record)}
         return self._obs(), float(self.reward_fn.on_fault(record)), False, True, info
 
     def _record(self, k: np.ndarray, alpha: float | np.ndarray, mixed_losses: torch.Tensor, clean_loss: float,
                 clean_loss_after: float, evaluated: bool, entropies: np.ndarray,
                 weights: tuple[np.ndarray, np.ndarray],
-                validation: tuple[float, float] = (math.nan, math.nan)) -> StepRecord:
+                validation: tuple[float, float] = (math.nan, math.nan),
+                leakage: tuple[np.ndarray, np.ndarray] | None = None) -> StepRecord:
         """The :class:`StepRecord` of the step just taken (``self._step`` already counts it)."""
         return StepRecord(mixed_loss=float(mixed_losses.mean()), clean_loss=clean_loss, clean_loss_after=clean_loss_after,
                           accuracy=self._accuracy, evaluated=evaluated, k_mean=float(k.mean()),
@@ -516,7 +572,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                           label_entropy=float(entropies.mean()), validation_loss=validation[0],
                           validation_gain=validation[1], k=k,
                           mixed_losses=mixed_losses.detach().cpu().numpy(), label_entropies=entropies,
-                          max_weights=weights[0], dominant_weights=weights[1])
+                          max_weights=weights[0], dominant_weights=weights[1],
+                          leakage=_EMPTY if leakage is None else leakage[0],
+                          leakage_unmixed=_EMPTY if leakage is None else leakage[1])
 
     def _info(self, record: StepRecord) -> dict[str, Any]:
         """A step's ``info``, derived from its record (``clean_loss_after`` and ``reward_terms`` are added where
@@ -543,6 +601,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "reward": self.reward_name, "fr_config": self.fr_config.__dict__, "max_weight": self.max_weight,
             "validation_faces": 0 if self._val_y is None else len(self._val_y),
             "continuous_rounding": getattr(self.codec, "rounding", "nearest"),
+            "attacker": None if self.attacker is None else self.attacker.config(),
         }
         return json.loads(json.dumps(cfg, default=list))
 
@@ -564,8 +623,13 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "exposure": self.exposure.state_dict(), "val_loss": self._val_loss,
             "batch_stats": {name: v.cpu() for name, v in self._batch_stats.items()},
             "step": self._step, "last_k": self._last_k, "accuracy": self._accuracy,
+            "observed_accuracy": self._observed_accuracy,
             "running_clean": self._running_clean, "running_mixed": self._running_mixed,
         }
+        if self.attacker is not None:
+            state["attacker"] = {**self.attacker.state_dict(), "generator": self._attack_generator.get_state(),
+                                 "counts": torch.from_numpy(self._attack_counts.copy()),
+                                 "alpha": list(self._attack_alpha)}
         return atomic_torch_save(state, path)
 
     def load_checkpoint(self, path: str | os.PathLike[str]) -> np.ndarray:
@@ -609,7 +673,14 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self._step, self._last_k = int(state["step"]), float(state["last_k"])
         self._truncated = "done" if self._step >= self.episode_steps else ""
         self._accuracy = float(state["accuracy"])
+        self._observed_accuracy = float(state["observed_accuracy"])
         self._running_clean, self._running_mixed = float(state["running_clean"]), float(state["running_mixed"])
+        if self.attacker is not None:
+            self.attacker.load_state_dict(state["attacker"])
+            self._attack_generator = torch.Generator().manual_seed(0)
+            self._attack_generator.set_state(state["attacker"]["generator"])
+            self._attack_counts = state["attacker"]["counts"].numpy().copy()
+            self._attack_alpha = [float(state["attacker"]["alpha"][0]), int(state["attacker"]["alpha"][1])]
         return self._obs()
 
     # ------------------------------------------------------------------------------------------- actions
@@ -641,6 +712,34 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         x = random_shift(x, self.max_shift, self.np_random)  # whole blocks: exact in the frequency domain
         self._batch = (x, self._train_y[idx])
 
+    def _fit_attacker(self, k_probs: Mapping[int, float], alpha: float) -> None:
+        assert self.attacker is not None
+        self.attacker.fit(k_probs, alpha, self.max_weight, self._attack_generator)
+
+    def _leakage(self, x: torch.Tensor, mix: Any, k: np.ndarray, alpha: float | np.ndarray) -> tuple[np.ndarray,
+                                                                                                    np.ndarray]:
+        """Score the step's mixes with the online attacker; refit it every ``refit_every`` steps on the k and
+        concentrations chosen since the last fit (the server knows the scheme in use)."""
+        assert self.attacker is not None
+        leak, unmixed = self.attacker.leakage(x, mix.inputs, mix.partners, mix.weights)
+        self._attack_counts += np.bincount(np.searchsorted(self.k_values_sorted, k), minlength=len(self.k_values))
+        self._attack_alpha = [self._attack_alpha[0] + float(np.mean(alpha)), self._attack_alpha[1] + 1]
+        if (self._step + 1) % self.attacker.refit_every == 0:
+            counts, (total, n) = self._attack_counts, self._attack_alpha
+            self._fit_attacker({k: float(c) for k, c in zip(self.k_values_sorted, counts) if c > 0}, total / n)
+            self._attack_counts, self._attack_alpha = np.zeros(len(self.k_values)), [0.0, 0]
+        return leak.numpy(), unmixed.numpy()
+
+    def _evaluate(self) -> None:
+        """Measure the test accuracy (reported in ``info``) and the observed one (validation faces, else the
+        calibration subset of training faces: never the test faces)."""
+        assert self.trainer is not None
+        self._accuracy = self.trainer.accuracy(self._test_x, self._test_y)
+        if self._val_y is not None:
+            self._observed_accuracy = self.trainer.accuracy(self._val_x, self._val_y)
+        else:
+            self._observed_accuracy = self.trainer.accuracy(self._calib_x, self._calib_y)
+
     @torch.no_grad()
     def _validation_loss(self) -> float:
         """The FR model's mean loss on the validation faces (evaluation mode)."""
@@ -656,13 +755,14 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         k_lo, k_hi = min(self.k_values), max(self.k_values)
         last_k = 0.0 if self._last_k == 0 or k_hi == k_lo else (self._last_k - k_lo) / (k_hi - k_lo)
         stats = {name: v.cpu() for name, v in self._batch_stats.items()}  # the observation is built on the CPU
+        faces = self._batch_idx.cpu()
         glob = torch.stack(
             [
                 torch.tensor(self._step / self.episode_steps),
                 self._squash(stats["loss"].mean()),
                 self._squash(self._running_clean),
                 self._squash(self._running_mixed),
-                torch.tensor(self._accuracy),
+                torch.tensor(self._observed_accuracy),
                 torch.tensor(last_k),
             ]
         ).float()
@@ -672,6 +772,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
                 stats["confidence"].float(),
                 ((stats["margin"].float() + 1.0) / 2.0),
                 self._class_frequency[self._batch[1]].cpu(),
+                self.exposure.max_weight[faces].float(),
+                (self.exposure.weight_sum[faces] / self.exposure.mixes[faces].clamp_min(1)).float(),
             ],
             dim=1,
         )
