@@ -13,7 +13,8 @@ scheme: mask, k, weights' distribution), made cheap enough to run inside :meth:`
 * the leakage it would have had unmixed: the same attacker family on the face itself (its projection on ``V``):
   ``|V^T (x_j - mean)| / |x_j - mean|``.
 
-``unmixed - leakage`` is the leakage the step's mixing prevented (:attr:`mixup_env.rewards.StepRecord.leakage_prevented`).
+``unmixed - leakage`` is the leakage the step's mixing prevented
+(:attr:`mixup_env.rewards.StepRecord.leakage_prevented`).
 
 A linear attacker can hardly unmix, and this one is no exception: measured on the built-in synthetic faces
 (64 components, k = 4; ``tests/test_attacker.py``), the fitted map's squared error to the dominant faces is 0.965
