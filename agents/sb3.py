@@ -71,9 +71,18 @@ ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
         "learning_rate": 1e-3,
         "gamma": 0.9,
         "tau": 0.01,
+        # SAC's entropy bonus on a tanh-squashed Gaussian is largest at the action 0, i.e. the midpoint k: with
+        # SB3's initial coefficient 1.0 it outweighs a per-sample reward signal and the policy stays there (the
+        # grid's SAC chose k = 4 for every face). Measured (tests/test_per_sample_policy.py's midpoint task, 600
+        # steps, a reward falling with k): the deterministic action moved from 0 to -0.15 with "auto", to -0.84
+        # with "auto_0.05" (the coefficient still tuned, from 0.05).
+        "ent_coef": "auto_0.05",
         "policy_kwargs": {"net_arch": [64, 64]},
     },
 }
+
+#: ``make_agent(..., policy="per_sample")``: the shared per-sample policy of each algorithm (:mod:`agents.per_sample`).
+PER_SAMPLE_POLICIES: dict[str, str] = {"ppo": "PerSamplePolicy", "a2c": "PerSamplePolicy", "sac": "PerSampleSACPolicy"}
 
 #: The SB3 algorithm classes by name.
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "sac": SAC}
@@ -83,7 +92,8 @@ INFO_KEYS: tuple[str, ...] = ("k", "mixed_loss", "clean_loss", "accuracy")
 
 
 def make_agent(
-    algo: str, env: GymEnv, seed: int | None = None, device: str = "cpu", verbose: int = 0, **overrides: Any
+    algo: str, env: GymEnv, seed: int | None = None, device: str = "cpu", verbose: int = 0,
+    policy: str | type = "MlpPolicy", **overrides: Any
 ) -> BaseAlgorithm:
     """An SB3 algorithm with :data:`ALGO_DEFAULTS`, any of which ``overrides`` replaces.
 
@@ -92,6 +102,8 @@ def make_agent(
     :param seed: seed of the agent.
     :param device: torch device of the policy.
     :param verbose: SB3 verbosity.
+    :param policy: SB3's policy (a name or class); ``"per_sample"``: the network shared across the batch's
+        samples (:data:`PER_SAMPLE_POLICIES`; per-sample env ids only; ``net_arch`` is dropped, it has none).
     :param overrides: further arguments (``n_steps``, ``tensorboard_log``, ...).
     """
     if algo not in ALGORITHMS:
@@ -102,7 +114,12 @@ def make_agent(
             "mixup_env/FrequencyMixupContinuous-v0 or mixup_env/FrequencyMixupPerSampleContinuous-v0"
         )
     kwargs = {**ALGO_DEFAULTS[algo], **overrides}
-    return ALGORITHMS[algo]("MlpPolicy", env, seed=seed, device=device, verbose=verbose, **kwargs)
+    if policy == "per_sample":
+        from agents import per_sample
+
+        policy = getattr(per_sample, PER_SAMPLE_POLICIES[algo])
+        kwargs["policy_kwargs"] = {k: v for k, v in kwargs.get("policy_kwargs", {}).items() if k != "net_arch"}
+    return ALGORITHMS[algo](policy, env, seed=seed, device=device, verbose=verbose, **kwargs)
 
 
 def make_ppo(env: GymEnv, seed: int | None = None, device: str = "cpu", verbose: int = 0, **overrides: Any) -> PPO:
