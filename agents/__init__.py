@@ -3,7 +3,7 @@
 Agents only use the environments' public API (spaces, ``reset``/``step``, ``info``, ``action_for_k``,
 ``split_observation``)."""
 
-from agents.baselines import FixedK, RandomK, ScheduleK
+from agents.baselines import FixedK, RandomK, ScheduleK, TableK
 from agents.evaluation import EpisodeResult, format_k_by_feature, k_by_feature, run_episode
 from agents.reinforce import Reinforce, StrategyNetwork
 from agents.sb3 import (
@@ -33,6 +33,7 @@ __all__ = [
     "RandomK",
     "Reinforce",
     "ScheduleK",
+    "TableK",
     "StrategyNetwork",
     "format_k_by_feature",
     "k_by_feature",

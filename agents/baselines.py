@@ -1,4 +1,5 @@
-"""Baseline strategies with the SB3 ``predict`` interface: fixed k, uniformly random k, and a k schedule.
+"""Baseline strategies with the SB3 ``predict`` interface: fixed k, uniformly random k, a k schedule, and a table
+of k per training phase and kind of sample.
 
 They work with every action mode: they choose k and let the env encode it (``env.unwrapped.action_for_k``).
 Batched observations (``(n_envs, D)``, from a VecEnv) give batched actions.
@@ -11,9 +12,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mixup_env import FrequencyMixupEnv, split_observation
+from mixup_env import SAMPLE_FEATURES, FrequencyMixupEnv, split_observation
 
-__all__ = ["FixedK", "RandomK", "ScheduleK"]
+__all__ = ["FixedK", "RandomK", "ScheduleK", "TableK"]
 
 
 def _unwrap(env: Any) -> FrequencyMixupEnv:
@@ -110,3 +111,48 @@ class ScheduleK(_Baseline):
 
     def __repr__(self) -> str:
         return f"ScheduleK(k_start={self.k_start}, k_end={self.k_end})"
+
+
+class TableK(_Baseline):
+    """k from a table indexed by training phase and kind of sample: ``table[phase][kind]``.
+
+    The episode is cut into ``len(table)`` equal phases by the observation's ``progress``; within a batch the
+    samples are ranked by one per-sample feature (``feature``, of :data:`mixup_env.SAMPLE_FEATURES`, e.g. their
+    clean ``loss``: hard faces last) and cut into ``len(table[0])`` equal kinds. One kind is one k for the whole
+    batch (any action mode); more kinds need a per-sample mode. The oracle analysis (:mod:`privacy.oracle`) searches
+    over such tables.
+
+    :param env: the env (or a wrapper of it).
+    :param table: ``phases x kinds`` members of the env's ``k_values``.
+    :param feature: the per-sample feature the kinds are ranked by.
+    :raises ValueError: a ragged or empty table, a k the env cannot choose, an unknown feature, or several kinds
+        on an env that picks one k per batch.
+    """
+
+    def __init__(self, env: Any, table: Any, feature: str = "loss") -> None:
+        super().__init__(env)
+        rows = [tuple(int(k) for k in row) for row in table]
+        if not rows or not rows[0] or len({len(r) for r in rows}) != 1:
+            raise ValueError(f"table={table!r} is invalid: accepted phases x kinds of k values (a non-empty, "
+                             "rectangular table)")
+        for row in rows:
+            for k in row:
+                self._check_k(k)
+        if feature not in SAMPLE_FEATURES:
+            raise ValueError(f"feature={feature!r} is unknown: accepted one of {', '.join(SAMPLE_FEATURES)}")
+        if len(rows[0]) > 1 and not self.env.codec.per_sample:
+            raise ValueError(f"a table of {len(rows[0])} kinds needs a per-sample action mode; this env picks one k "
+                             "per batch")
+        self.table, self.feature = tuple(rows), feature
+        self._column = SAMPLE_FEATURES.index(feature)
+
+    def choose_k(self, observation: np.ndarray) -> int | np.ndarray:
+        glob, per = split_observation(observation)
+        row = self.table[min(len(self.table) - 1, int(float(glob[0]) * len(self.table)))]
+        if len(row) == 1:
+            return row[0] if not self.env.codec.per_sample else np.full(len(per), row[0])
+        rank = np.argsort(np.argsort(per[:, self._column], kind="stable"), kind="stable")
+        return np.asarray(row)[rank * len(row) // len(per)]
+
+    def __repr__(self) -> str:
+        return f"TableK(table={self.table}, feature={self.feature!r})"

@@ -36,6 +36,8 @@ class FinalModel(gym.Wrapper):
     :ivar k_counts: ``{k: faces mixed with that k}`` over the first episode.
     :ivar exposure: the first episode's :meth:`mixup_env.exposure.Exposure.summary`.
     :ivar steps: env steps of the first episode.
+    :ivar episode_return: the sum of its rewards.
+    :ivar accuracy: the test accuracy at its last step (``info["accuracy"]``).
     """
 
     def __init__(self, env: gym.Env[Any, Any]) -> None:
@@ -44,11 +46,14 @@ class FinalModel(gym.Wrapper):
         self.k_counts: dict[int, int] = {}
         self.exposure: dict[str, float] = {}
         self.steps = 0
+        self.episode_return = 0.0
+        self.accuracy = float("nan")
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         if self.trainer is None:
             self.steps += 1
+            self.episode_return += float(reward)
             ks, counts = np.unique(np.asarray(info["k_per_sample"]).reshape(-1), return_counts=True)
             for k, c in zip(ks.tolist(), counts.tolist()):
                 self.k_counts[int(k)] = self.k_counts.get(int(k), 0) + int(c)
@@ -56,6 +61,7 @@ class FinalModel(gym.Wrapper):
                 base = self.env.unwrapped
                 self.trainer = copy.deepcopy(base.trainer)
                 self.exposure = base.exposure.summary()
+                self.accuracy = float(info["accuracy"])
         return obs, reward, terminated, truncated, info
 
 
@@ -68,6 +74,8 @@ class CoTrainResult:
     :ivar k_distribution: ``{"k": share of faces mixed with k}`` over the run.
     :ivar exposure: the run's exposure summary.
     :ivar steps: FR updates in the run.
+    :ivar episode_return: the run's summed reward.
+    :ivar accuracy: the co-trained model's test accuracy at the end of the run.
     """
 
     trainer: FRTrainer
@@ -75,6 +83,8 @@ class CoTrainResult:
     k_distribution: dict[str, float]
     exposure: dict[str, float]
     steps: int
+    episode_return: float = float("nan")
+    accuracy: float = float("nan")
 
 
 def cotrain(make: Callable[[gym.Env[Any, Any]], Any], env: gym.Env[Any, Any], seed: int | None = None,
@@ -103,4 +113,5 @@ def cotrain(make: Callable[[gym.Env[Any, Any]], Any], env: gym.Env[Any, Any], se
                          "FR updates: its learn(total_timesteps) must step the env it was built on")
     total = sum(wrapped.k_counts.values())
     dist = {str(k): c / total for k, c in sorted(wrapped.k_counts.items())}
-    return CoTrainResult(wrapped.trainer, agent, dist, wrapped.exposure, wrapped.steps)
+    return CoTrainResult(wrapped.trainer, agent, dist, wrapped.exposure, wrapped.steps, wrapped.episode_return,
+                         wrapped.accuracy)

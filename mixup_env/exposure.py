@@ -44,6 +44,8 @@ class Exposure:
     :ivar weight_sum: ``(n,)`` the sum of its weights over those mixes.
     :ivar max_weight: ``(n,)`` its largest weight in any mix (0: never mixed).
     :ivar dominated: ``(n,)`` mixes in which its weight was the largest.
+    :ivar max_leakage: ``(n,)`` its largest leakage to the env's online attacker at any step (:meth:`record_leakage`;
+        ``nan`` until scored: envs without an attacker never score it).
     """
 
     def __init__(self, n: int) -> None:
@@ -55,6 +57,7 @@ class Exposure:
         self.weight_sum = torch.zeros(self.n, dtype=torch.float64)
         self.max_weight = torch.zeros(self.n, dtype=torch.float64)
         self.dominated = torch.zeros(self.n, dtype=torch.int64)
+        self.max_leakage = torch.full((self.n,), float("nan"), dtype=torch.float64)
 
     def update(self, faces: torch.Tensor, partners: torch.Tensor, weights: torch.Tensor) -> None:
         """Account one batch's mixes.
@@ -80,6 +83,15 @@ class Exposure:
         top = who.gather(1, weights.argmax(1, keepdim=True)).squeeze(1)
         self.dominated.scatter_add_(0, top, torch.ones_like(top))
 
+    def record_leakage(self, faces: torch.Tensor, leakage: torch.Tensor) -> None:
+        """Account one step's leakage scores (:meth:`mixup_env.attacker.OnlineAttacker.leakage`) of the faces at
+        the batch positions ``faces`` (``(N,)`` training-face indices, ``(N,)`` scores)."""
+        faces, leakage = faces.cpu().long(), torch.as_tensor(leakage).cpu().double()
+        if faces.shape != leakage.shape:
+            raise ValueError(f"need one leakage per face, got {tuple(faces.shape)} faces, {tuple(leakage.shape)} scores")
+        self.max_leakage = torch.fmax(self.max_leakage, torch.full_like(self.max_leakage, float("nan")).scatter_reduce(
+            0, faces, leakage, reduce="amax", include_self=False))
+
     def summary(self, thresholds: tuple[float, ...] = (0.65, 0.8)) -> dict[str, float]:
         """Run-level figures over the faces mixed at least once: the mean and median largest weight, the share of
         faces whose largest weight exceeded each of ``thresholds`` (``share_above_0.65``), and the mean mixes
@@ -93,13 +105,16 @@ class Exposure:
                                  "mean_mixes": float(self.mixes[seen].double().mean())}
         for t in thresholds:
             out[f"share_above_{t:g}"] = float((top > t).double().mean())
+        scored = ~torch.isnan(self.max_leakage)
+        if bool(scored.any()):
+            out["mean_max_leakage"] = float(self.max_leakage[scored].mean())
         return out
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors only (``weights_only``-loadable)."""
         return {"n": self.n, "mixes": self.mixes.clone(), "as_sample": self.as_sample.clone(),
                 "weight_sum": self.weight_sum.clone(), "max_weight": self.max_weight.clone(),
-                "dominated": self.dominated.clone()}
+                "dominated": self.dominated.clone(), "max_leakage": self.max_leakage.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output.
@@ -108,5 +123,5 @@ class Exposure:
         """
         if int(state["n"]) != self.n:
             raise ValueError(f"an exposure state of {state['n']} faces cannot be loaded into one of {self.n}")
-        for name in ("mixes", "as_sample", "weight_sum", "max_weight", "dominated"):
+        for name in ("mixes", "as_sample", "weight_sum", "max_weight", "dominated", "max_leakage"):
             setattr(self, name, state[name].clone().cpu())

@@ -37,6 +37,7 @@ def test_cotraining_updates_both_networks_and_keeps_the_final_fr_model(algo):
     assert sum(result.k_distribution.values()) == pytest.approx(1.0)
     assert set(result.k_distribution) <= {"2", "3", "4", "5", "6"}
     assert result.exposure["faces_mixed"] > 0
+    assert 0 <= result.accuracy <= 1 and result.episode_return > 0  # fr_loss: the run's summed mixed losses
 
 
 def test_cotrain_refuses_what_is_not_a_mixup_env_or_never_ends_its_episode():

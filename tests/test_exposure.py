@@ -124,3 +124,18 @@ def test_the_env_reports_exposure_caps_weights_and_checkpoints_it(tmp_path):
         FrequencyMixupEnv(**TINY, k_values=(2, 6)).load_checkpoint(tmp_path / "env.pt")
     with pytest.raises(ValueError, match=r"max_weight=0.4 cannot cap the weights of a mix of k = \[2\]"):
         FrequencyMixupEnv(**TINY, k_values=(2, 6), max_weight=0.4)
+
+
+def test_exposure_keeps_each_face_s_largest_leakage_and_summarises_the_scored_ones():
+    e = Exposure(4)
+    assert "mean_max_leakage" not in {**e.summary()}  # nothing scored
+    e.update(torch.tensor([0, 1, 2]), torch.tensor([[0, 1], [1, 2], [2, 0]]), torch.full((3, 2), 0.5))
+    e.record_leakage(torch.tensor([0, 1]), torch.tensor([0.3, 0.5]))
+    e.record_leakage(torch.tensor([1, 2]), torch.tensor([0.2, 0.6]))
+    assert e.max_leakage[:3].tolist() == pytest.approx([0.3, 0.5, 0.6]) and torch.isnan(e.max_leakage[3])
+    assert e.summary()["mean_max_leakage"] == pytest.approx((0.3 + 0.5 + 0.6) / 3)
+    back = Exposure(4)
+    back.load_state_dict(e.state_dict())
+    assert torch.equal(back.max_leakage[:3], e.max_leakage[:3])
+    with pytest.raises(ValueError, match="one leakage per face"):
+        e.record_leakage(torch.tensor([0, 1]), torch.tensor([0.1]))

@@ -722,6 +722,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         concentrations chosen since the last fit (the server knows the scheme in use)."""
         assert self.attacker is not None
         leak, unmixed = self.attacker.leakage(x, mix.inputs, mix.partners, mix.weights)
+        self.exposure.record_leakage(self._batch_idx, leak)
         self._attack_counts += np.bincount(np.searchsorted(self.k_values_sorted, k), minlength=len(self.k_values))
         self._attack_alpha = [self._attack_alpha[0] + float(np.mean(alpha)), self._attack_alpha[1] + 1]
         if (self._step + 1) % self.attacker.refit_every == 0:
