@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -38,6 +38,8 @@ class FinalModel(gym.Wrapper):
     :ivar steps: env steps of the first episode.
     :ivar episode_return: the sum of its rewards.
     :ivar accuracy: the test accuracy at its last step (``info["accuracy"]``).
+    :ivar returns: the env reward's own running totals at the episode's end, for a reward that keeps them
+        (``totals``, e.g. :class:`privacy.oracle.Scores`: several rewards scored side by side); else empty.
     """
 
     def __init__(self, env: gym.Env[Any, Any]) -> None:
@@ -48,6 +50,7 @@ class FinalModel(gym.Wrapper):
         self.steps = 0
         self.episode_return = 0.0
         self.accuracy = float("nan")
+        self.returns: dict[str, float] = {}
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
@@ -62,6 +65,7 @@ class FinalModel(gym.Wrapper):
                 self.trainer = copy.deepcopy(base.trainer)
                 self.exposure = base.exposure.summary()
                 self.accuracy = float(info["accuracy"])
+                self.returns = {str(k): float(v) for k, v in getattr(base.reward_fn, "totals", {}).items()}
         return obs, reward, terminated, truncated, info
 
 
@@ -76,6 +80,7 @@ class CoTrainResult:
     :ivar steps: FR updates in the run.
     :ivar episode_return: the run's summed reward.
     :ivar accuracy: the co-trained model's test accuracy at the end of the run.
+    :ivar returns: :attr:`FinalModel.returns`.
     """
 
     trainer: FRTrainer
@@ -85,6 +90,7 @@ class CoTrainResult:
     steps: int
     episode_return: float = float("nan")
     accuracy: float = float("nan")
+    returns: dict[str, float] = field(default_factory=dict)
 
 
 def cotrain(make: Callable[[gym.Env[Any, Any]], Any], env: gym.Env[Any, Any], seed: int | None = None,
@@ -114,4 +120,4 @@ def cotrain(make: Callable[[gym.Env[Any, Any]], Any], env: gym.Env[Any, Any], se
     total = sum(wrapped.k_counts.values())
     dist = {str(k): c / total for k, c in sorted(wrapped.k_counts.items())}
     return CoTrainResult(wrapped.trainer, agent, dist, wrapped.exposure, wrapped.steps, wrapped.episode_return,
-                         wrapped.accuracy)
+                         wrapped.accuracy, wrapped.returns)

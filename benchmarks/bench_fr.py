@@ -39,6 +39,7 @@ from fr_models.data import load_faces
 from fr_models.recipes import RECIPES
 from fr_models.trainer import atomic_write
 from privacy.defences import DefenceSpec, train_fr_model
+from privacy.report import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,17 +210,7 @@ def report(parity: dict[str, Any], command: str) -> str:
 def write_docs(parity: dict[str, Any], command: str, json_path: Path, md_path: Path) -> None:
     """Write the parity JSON and replace the FR section of ``docs/benchmarks.md`` (or append it)."""
     atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(parity, indent=1) + "\n"))
-    section = report(parity, command)
-    text = md_path.read_text() if md_path.is_file() else "# Measured figures\n\n"
-    head = "## FR parity: frequency-domain models against the pixel model (issue 14)"
-    if head in text:
-        start = text.index(head)
-        nxt = text.find("\n## ", start + len(head))
-        text = text[:start] + section + ("" if nxt < 0 else text[nxt:])
-    else:
-        first = text.find("\n## ")
-        text = (text + "\n" + section) if first < 0 else text[: first + 1] + section + "\n" + text[first + 1:]
-    atomic_write(md_path, lambda tmp: tmp.write_text(text))
+    write_section(md_path, report(parity, command))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

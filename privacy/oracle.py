@@ -11,7 +11,8 @@ the largest leakage the env's online attacker scored for them (:mod:`mixup_env.a
 Two criteria, each maximised by coordinate ascent over the table's cells from the best fixed k (every other k
 tried in one cell at a time, kept if the mean over seeds improves; ``rounds`` passes):
 
-* ``reward``: the mean summed reward;
+* ``reward``: the mean summed reward (``reward:<name>``: of one of the rewards a :class:`Scores` env reward
+  scores side by side: one run scores every reward, the strategy's actions do not depend on it);
 * ``matched_privacy``: privacy at matched accuracy, per seed the run's privacy minus that of the fixed-k frontier
   of the same seed at the run's accuracy (:func:`privacy.stats.matched_privacy`; an accuracy outside the frontier's
   range is compared with its nearest end: the most accurate fixed k for a run more accurate than all of them,
@@ -30,7 +31,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,10 @@ import numpy as np
 from agents.baselines import TableK
 from fr_models.trainer import atomic_write
 from mixup_env import FrequencyMixupEnv
+from mixup_env.rewards import EpisodeStart, Reward, StepRecord, as_reward
 from privacy.stats import matched_privacy
 
-__all__ = ["CRITERIA", "Outcome", "OracleResult", "hand_schedules", "oracle", "run_table", "score"]
+__all__ = ["CRITERIA", "Outcome", "OracleResult", "Scores", "hand_schedules", "oracle", "run_table", "score"]
 
 #: What the search maximises.
 CRITERIA: tuple[str, ...] = ("reward", "matched_privacy")
@@ -60,6 +62,8 @@ class Outcome:
     :ivar mean_max_weight: the mean over faces of their largest mixing weight.
     :ivar mean_k: the mean k over the run's mixes.
     :ivar seconds: wall time of the run.
+    :ivar returns: the summed reward under each reward a :class:`Scores` env reward scored side by side (empty
+        otherwise).
     """
 
     table: Table
@@ -70,6 +74,46 @@ class Outcome:
     mean_max_weight: float
     mean_k: float
     seconds: float
+    returns: dict[str, float] = field(default_factory=dict)
+
+
+class Scores(Reward):
+    """Several rewards on one record stream: the env's reward is the first one's, each one's running total is in
+    :attr:`totals` (reset with the episode). A strategy that does not read rewards (a table, a fixed k) is scored
+    under all of them by one run.
+
+    :param rewards: name -> a registered name, :class:`~mixup_env.rewards.Reward` or callable (as the env takes).
+    """
+
+    def __init__(self, rewards: Mapping[str, Any]) -> None:
+        if not rewards:
+            raise ValueError("Scores needs at least one reward")
+        self.rewards = {name: as_reward(r) for name, r in rewards.items()}
+        needs = [r.requires for r in self.rewards.values()]
+        self.requires = None if any(n is None for n in needs) else frozenset().union(*needs)
+        self.totals: dict[str, float] = dict.fromkeys(self.rewards, 0.0)
+
+    def reset(self, start: EpisodeStart) -> None:
+        for r in self.rewards.values():
+            r.reset(start)
+        self.totals = dict.fromkeys(self.rewards, 0.0)
+
+    def __call__(self, record: StepRecord) -> float:
+        values = {}
+        for name, r in self.rewards.items():
+            out = r(record)
+            values[name] = float(sum(out.values())) if isinstance(out, Mapping) else float(out)
+            self.totals[name] += values[name]
+        return values[next(iter(values))]
+
+    def on_fault(self, record: StepRecord) -> float:
+        values = {name: float(r.on_fault(record)) for name, r in self.rewards.items()}
+        for name, v in values.items():
+            self.totals[name] += v
+        return values[next(iter(values))]
+
+    def __repr__(self) -> str:
+        return f"Scores({', '.join(self.rewards)})"
 
 
 def _key(settings: Mapping[str, Any], table: Table, seed: int) -> str:
@@ -97,9 +141,10 @@ def run_table(make_env: Callable[[], FrequencyMixupEnv], table: Sequence[Sequenc
         total += reward
         ks.append(np.asarray(info["k_per_sample"]).mean())
     summary = env.exposure.summary()
+    returns = dict(getattr(env.reward_fn, "totals", {}))
     return Outcome(policy.table, int(seed), float(total), float(info["accuracy"]),
                    1.0 - float(summary.get("mean_max_leakage", math.nan)), float(summary["mean_max_weight"]),
-                   float(np.mean(ks)), time.perf_counter() - start)
+                   float(np.mean(ks)), time.perf_counter() - start, returns)
 
 
 def hand_schedules(k_values: Sequence[int], phases: int = 2, kinds: int = 2) -> dict[str, Table]:
@@ -125,8 +170,11 @@ def score(outcomes: Sequence[Outcome], fixed: Mapping[int, Sequence[Outcome]], c
     (the frontier of ``matched_privacy``, per seed)."""
     if criterion == "reward":
         return float(np.mean([o.episode_return for o in outcomes]))
+    if criterion.startswith("reward:"):
+        return float(np.mean([o.returns[criterion.removeprefix("reward:")] for o in outcomes]))
     if criterion != "matched_privacy":
-        raise ValueError(f"criterion={criterion!r} is unknown: accepted {', '.join(CRITERIA)}")
+        raise ValueError(f"criterion={criterion!r} is unknown: accepted {', '.join(CRITERIA)} or 'reward:<name>' "
+                         "(a reward scored side by side by Scores)")
     gains = []
     for o in outcomes:
         points = [f for runs in fixed.values() for f in runs if f.seed == o.seed]
@@ -172,7 +220,7 @@ class OracleResult:
 def oracle(make_env: Callable[[], FrequencyMixupEnv], settings: Mapping[str, Any], seeds: Sequence[int],
            phases: int = 2, kinds: int = 2, rounds: int = 1, store: str | Path | None = None,
            criteria: Sequence[str] = CRITERIA, feature: str = "loss",
-           log: Callable[[str], None] | None = print) -> OracleResult:
+           log: Callable[[str], None] | None = print, compute: bool = True) -> OracleResult:
     """The oracle analysis (module docstring) on the env ``make_env()`` builds.
 
     :param make_env: builds the env (a per-sample mode if ``kinds > 1``; with ``attacker_faces``).
@@ -183,8 +231,10 @@ def oracle(make_env: Callable[[], FrequencyMixupEnv], settings: Mapping[str, Any
     :param store: a folder of outcome records (``None``: nothing kept).
     :param criteria: of :data:`CRITERIA`.
     :param log: a line per computed run (``None``: quiet).
+    :param compute: run what the store lacks (``False``: a missing record raises ``LookupError``: a report from the
+        records alone).
     """
-    bad = [c for c in criteria if c not in CRITERIA]
+    bad = [c for c in criteria if c not in CRITERIA and not c.startswith("reward:")]
     if bad or not seeds or phases < 1 or kinds < 1:
         raise ValueError(f"criteria {bad} unknown (accepted {', '.join(CRITERIA)}), or no seeds, or phases/kinds < 1")
     folder = Path(store) if store is not None else None
@@ -202,6 +252,9 @@ def oracle(make_env: Callable[[], FrequencyMixupEnv], settings: Mapping[str, Any
                 d.pop("settings")
                 out.append(Outcome(**{**d, "table": tuple(tuple(r) for r in d["table"])}))
                 continue
+            if not compute:
+                raise LookupError(f"the store {folder} has no record of table {table}, seed {seed}: run the oracle "
+                                  "to compute it")
             o = run_table(make_env, table, seed, feature)
             computed[0] += 1
             if path is not None:

@@ -17,7 +17,30 @@ import torch
 
 from fr_models.trainer import atomic_write
 
-__all__ = ["load_point", "pareto_dominated", "plot_pareto", "plot_reconstruction_grid"]
+__all__ = ["load_point", "pareto_dominated", "plot_pareto", "plot_reconstruction_grid", "write_section"]
+
+
+def write_section(md_path: str | os.PathLike[str], section: str) -> Path:
+    """Replace the ``## `` section of a markdown file that has ``section``'s heading (its first line) with
+    ``section``, or insert it before the first section when absent; written atomically.
+
+    :param md_path: the file (created with a ``# Measured figures`` title when absent).
+    :param section: the new section, starting with its ``## `` heading line.
+    :raises ValueError: a section that does not start with a ``## `` heading.
+    """
+    head = section.split("\n", 1)[0]
+    if not head.startswith("## "):
+        raise ValueError(f"a section starts with a '## ' heading, got {head!r}")
+    path = Path(md_path)
+    text = path.read_text() if path.is_file() else "# Measured figures\n\n"
+    if head in text:
+        start = text.index(head)
+        nxt = text.find("\n## ", start + len(head))
+        text = text[:start] + section + ("" if nxt < 0 else text[nxt:])
+    else:
+        first = text.find("\n## ")
+        text = (text + "\n" + section) if first < 0 else text[: first + 1] + section + "\n" + text[first + 1:]
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def pareto_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
