@@ -56,7 +56,8 @@ class GameConfig:
     :ivar public_fraction: the attacker's share of identities (the grid's split, ``split_seed``).
     :ivar validation_fraction: the validation split of the constrained and attack-aware rewards.
     :ivar attacker: :class:`~mixup_env.attacker.OnlineAttacker` options.
-    :ivar phases: training phases of the oracle's tables; ``kinds``: kinds of sample; ``rounds``: search passes.
+    :ivar phases: training phases of the oracle's tables; ``kinds``: kinds of sample; ``rounds``: search passes;
+        ``reach``: the k tried per cell (:func:`privacy.oracle.oracle`; 1: the neighbours of the current k).
     :ivar agents: of :data:`GAME_AGENTS`; ``rewards``: of :data:`GAME_REWARDS`.
     """
 
@@ -74,13 +75,14 @@ class GameConfig:
     phases: int = 2
     kinds: int = 2
     rounds: int = 1
+    reach: int | None = 1
     agents: tuple[str, ...] = GAME_AGENTS
     rewards: tuple[str, ...] = GAME_REWARDS
 
     def settings(self) -> dict[str, Any]:
         """What identifies a run's settings in the store (the seeds, agents and rewards are per record)."""
         d = asdict(self)
-        for name in ("seeds", "agents", "rewards", "phases", "kinds", "rounds"):
+        for name in ("seeds", "agents", "rewards", "phases", "kinds", "rounds", "reach"):
             d.pop(name)
         return d
 
@@ -187,7 +189,7 @@ def run_game_oracle(config: GameConfig, store: str | Path, log: Callable[[str], 
     try:
         return oracle(lambda: config.make_env(faces, "attack_aware"), config.settings(), config.seeds,
                       config.phases, config.kinds, config.rounds, Path(store) / "oracle",
-                      ("reward:attack_aware", "matched_privacy"), log=log, compute=compute)
+                      ("reward:attack_aware", "matched_privacy"), log=log, compute=compute, reach=config.reach)
     except LookupError:
         if compute:
             raise
@@ -230,7 +232,8 @@ def game_report(config: GameConfig, result: OracleResult | None, agents: Sequenc
                   **{f"searched ({c})": v[0] for c, v in result.searched.items()}}
         lines += ["### The oracle", "", f"Tables of k per training phase (rows, {config.phases}) and kind of sample "
                   f"(columns, {config.kinds}: faces ranked by their clean loss in the batch, easy first); coordinate "
-                  f"ascent ({config.rounds} pass) from the best fixed k under each criterion. "
+                  f"ascent ({config.rounds} pass, trying the k within {config.reach or 'any number of'} place(s) of "
+                  "each cell's) from the best fixed k under each criterion. "
                   f"{result.runs} FR runs computed in this call.", "",
                   "| strategy | table | " + " | ".join(f"return ({r})" for r in config.rewards)
                   + " | accuracy | privacy | matched | mean largest weight |",

@@ -8,8 +8,9 @@ its summed reward, the FR model's final test accuracy, and its privacy: one minu
 the largest leakage the env's online attacker scored for them (:mod:`mixup_env.attacker`; the env must have
 ``attacker_faces``), beside the mean largest mixing weight (exposure).
 
-Two criteria, each maximised by coordinate ascent over the table's cells from the best fixed k (every other k
-tried in one cell at a time, kept if the mean over seeds improves; ``rounds`` passes):
+Two criteria, each maximised by coordinate ascent over the table's cells from the best fixed k (every other k,
+or those within ``reach`` places, tried in one cell at a time, kept if the mean over seeds improves; ``rounds``
+passes):
 
 * ``reward``: the mean summed reward (``reward:<name>``: of one of the rewards a :class:`Scores` env reward
   scores side by side: one run scores every reward, the strategy's actions do not depend on it);
@@ -220,7 +221,7 @@ class OracleResult:
 def oracle(make_env: Callable[[], FrequencyMixupEnv], settings: Mapping[str, Any], seeds: Sequence[int],
            phases: int = 2, kinds: int = 2, rounds: int = 1, store: str | Path | None = None,
            criteria: Sequence[str] = CRITERIA, feature: str = "loss",
-           log: Callable[[str], None] | None = print, compute: bool = True) -> OracleResult:
+           log: Callable[[str], None] | None = print, compute: bool = True, reach: int | None = None) -> OracleResult:
     """The oracle analysis (module docstring) on the env ``make_env()`` builds.
 
     :param make_env: builds the env (a per-sample mode if ``kinds > 1``; with ``attacker_faces``).
@@ -231,6 +232,8 @@ def oracle(make_env: Callable[[], FrequencyMixupEnv], settings: Mapping[str, Any
     :param store: a folder of outcome records (``None``: nothing kept).
     :param criteria: of :data:`CRITERIA`.
     :param log: a line per computed run (``None``: quiet).
+    :param reach: try in each cell only the k within ``reach`` places of its current one in ``k_values``
+        (``None``: every k; ``1``: the neighbours, about half the runs for five k values).
     :param compute: run what the store lacks (``False``: a missing record raises ``LookupError``: a report from the
         records alone).
     """
@@ -278,8 +281,9 @@ def oracle(make_env: Callable[[], FrequencyMixupEnv], settings: Mapping[str, Any
         best, best_runs, tried = s[f"fixed k={best_k}"], fixed[best_k], [table]
         for _ in range(rounds):
             for p, j in itertools.product(range(phases), range(kinds)):
+                here = k_values.index(table[p][j])
                 for k in k_values:
-                    if k == table[p][j]:
+                    if k == table[p][j] or (reach is not None and abs(k_values.index(k) - here) > reach):
                         continue
                     cand = tuple(tuple(k if (pp, jj) == (p, j) else table[pp][jj] for jj in range(kinds))
                                  for pp in range(phases))

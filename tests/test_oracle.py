@@ -94,3 +94,11 @@ def test_run_table_needs_the_online_attacker(faces):
     private, _ = faces
     with pytest.raises(ValueError, match="attacker_faces"):
         run_table(lambda: FrequencyMixupEnv(data=private, batch_size=16, episode_steps=2, recipe="tiny"), [(2,)], 0)
+
+
+def test_a_reach_of_one_tries_only_the_neighbouring_k(faces, tmp_path):
+    make = _make(faces, k_values=(2, 3, 4, 5, 6), reward=lambda rec: -abs(rec.k_mean - 4.0))
+    result = oracle(make, {"test": "reach"}, seeds=(0,), phases=1, kinds=1, store=tmp_path, criteria=("reward",),
+                    log=None, reach=1)
+    tried = result.searched["reward"][2]
+    assert tried == [((4,),), ((3,),), ((5,),)]  # from the best fixed k (4), only k = 3 and 5
