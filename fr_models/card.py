@@ -41,6 +41,8 @@ class ModelCard:
     :param k: images per mix of a fixed-k defence.
     :param k_values: the k set of a random or policy defence.
     :param k_distribution: how often a policy chose each k (``{"2": 0.4, ...}``), as it ran.
+    :param dirichlet_alpha: the concentration of the mixing weights (a data-level attacker simulates it).
+    :param max_weight: the cap on every mixing weight (``None``: uncapped).
     """
 
     input: str = "pixel"
@@ -54,6 +56,8 @@ class ModelCard:
     k: int | None = None
     k_values: tuple[int, ...] = ()
     k_distribution: Mapping[str, float] = field(default_factory=dict)
+    dirichlet_alpha: float = 1.0
+    max_weight: float | None = None
 
     def __post_init__(self) -> None:
         if self.input not in INPUT_KINDS:

@@ -320,7 +320,7 @@ class _Attacker:
             return "a pixel-domain model is trained on the raw faces: the server sees them, there is nothing to recover"
         weights = data_level_weights(card, ks) if b.mix_k is None else \
             (list(b.mix_weights) if b.mix_weights is not None else None)
-        mix = defence_mix(ks, weights)
+        mix = defence_mix(ks, weights, card.dirichlet_alpha, card.max_weight)  # the scheme as the model ran it
         transform = self.target.transform  # the white-box transform the model carries
         if attack == "datalevel_cluster":
             decoder = train_unmixer(self.x_pub, transform, defence_mix([1]), schedule=self.schedule(b.unmix_epochs))

@@ -139,3 +139,19 @@ def test_exposure_keeps_each_face_s_largest_leakage_and_summarises_the_scored_on
     assert torch.equal(back.max_leakage[:3], e.max_leakage[:3])
     with pytest.raises(ValueError, match="one leakage per face"):
         e.record_leakage(torch.tensor([0, 1]), torch.tensor([0.1]))
+
+
+def test_the_model_card_records_the_cap_and_the_data_level_attacker_simulates_it():
+    from fr_models.card import ModelCard
+    from privacy.attacks.datalevel import defence_mix
+
+    env = FrequencyMixupEnv(**TINY, k_values=(2, 6), max_weight=0.65, dirichlet_alpha=0.5)
+    env.reset(seed=0)
+    card = env.trainer.card
+    assert card.max_weight == 0.65 and card.dirichlet_alpha == 0.5
+    assert ModelCard.from_dict(card.as_dict()) == card
+    x = torch.randn(64, 3, 4, 4)
+    _, _, capped = defence_mix([2], max_weight=card.max_weight)(x, torch.Generator().manual_seed(0))
+    _, _, free = defence_mix([2])(x, torch.Generator().manual_seed(0))
+    assert capped.max() <= 0.65 + 1e-6 < free.max()
+    assert ModelCard.from_dict({"input": "pixel"}).max_weight is None  # older cards: uncapped, alpha 1

@@ -454,7 +454,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         self.trainer.total_updates = self.episode_steps  # the learning-rate schedule spans the episode
         self.trainer.backbone.set_input_stats(self._in_mean, self._in_std)
         self.trainer.card = model_card(self.masking, self._image_size, class_names=self._class_names,
-                                       defence="policy", k_values=self.k_values)
+                                       defence="policy", k_values=self.k_values,
+                                       dirichlet_alpha=self.dirichlet_alpha, max_weight=self.max_weight)
         self._order = np.empty(0, dtype=np.int64)
         self.exposure = Exposure(len(self._train_y))
         if self.attacker is not None:  # its own stream, derived from the mixing stream's seed

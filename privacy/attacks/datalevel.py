@@ -36,9 +36,11 @@ __all__ = ["MixFunction", "Unmixer", "defence_mix", "observe_mixes", "train_unmi
 MixFunction = Callable[[torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
-def defence_mix(k_values: Sequence[int], weights: Sequence[float] | None = None, alpha: float = 1.0) -> MixFunction:
+def defence_mix(k_values: Sequence[int], weights: Sequence[float] | None = None, alpha: float = 1.0,
+                max_weight: float | None = None) -> MixFunction:
     """The defence's mixing as a :data:`MixFunction`: per input, k drawn from ``k_values`` with probabilities
-    proportional to ``weights`` (``None``: uniform; k is capped at the batch size), Dirichlet(``alpha``) weights.
+    proportional to ``weights`` (``None``: uniform; k is capped at the batch size), Dirichlet(``alpha``) weights,
+    each capped at ``max_weight`` (``None``: uncapped; :func:`mixup_env.mixing.cap_weights`).
 
     :raises ValueError: not one non-negative weight per k, or all of them 0.
     """
@@ -51,7 +53,7 @@ def defence_mix(k_values: Sequence[int], weights: Sequence[float] | None = None,
         # drawn on the generator's device (observe_mixes and train_unmixer give one on the faces' device)
         pick = (torch.randint(len(ks), (len(x),), generator=gen, device=gen.device) if weights is None
                 else torch.multinomial(p.to(gen.device), len(x), replacement=True, generator=gen))
-        return mix_inputs(x, ks.to(gen.device)[pick].clamp(max=len(x)), alpha, gen)
+        return mix_inputs(x, ks.to(gen.device)[pick].clamp(max=len(x)), alpha, gen, max_weight)
 
     return mix
 
