@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["ACTION_CODECS", "ROUNDINGS", "ActionCodec", "ContinuousCodec", "DiscreteCodec", "make_codec"]
+__all__ = ["ACTION_CODECS", "CAP_FLOOR", "ROUNDINGS", "ActionCodec", "ContinuousCodec", "DiscreteCodec", "make_codec"]
 
 
 class ActionCodec:
@@ -36,6 +36,7 @@ class ActionCodec:
     :param per_sample: one decision per sample (else one per batch).
     :param control_alpha: the action also sets the concentration (continuous codecs only).
     :param alpha_range: ``(low, high)`` of a controlled concentration (log-uniform over the action's range).
+    :param control_cap: the action also sets each mix's cap on its weights (continuous codecs only).
     """
 
     #: the mode's name (a key of :data:`ACTION_CODECS`)
@@ -44,8 +45,9 @@ class ActionCodec:
 
     def __init__(self, k_values: Sequence[int], batch_size: int, dirichlet_alpha: float = 1.0,
                  per_sample: bool = False, control_alpha: bool = False,
-                 alpha_range: tuple[float, float] = (0.1, 10.0)) -> None:
+                 alpha_range: tuple[float, float] = (0.1, 10.0), control_cap: bool = False) -> None:
         self.k_values = tuple(int(k) for k in k_values)
+        self.control_cap = bool(control_cap)
         self.batch_size = int(batch_size)
         self.dirichlet_alpha = float(dirichlet_alpha)
         self.per_sample = bool(per_sample)
@@ -64,6 +66,11 @@ class ActionCodec:
         :raises ValueError: the action is not in :attr:`space`; the message says what is accepted.
         """
         raise NotImplementedError
+
+    def caps(self, action: Any, k: np.ndarray) -> np.ndarray | None:
+        """Each sample's cap on its mix's weights, as the action chose it (``None``: the codec does not control
+        it); see :class:`ContinuousCodec`."""
+        return None
 
     def encode(self, k: int | Sequence[int], alpha: float | None = None) -> Any:
         """The action that decodes to ``k`` (one k, or one per sample for per-sample codecs).
@@ -96,8 +103,9 @@ class DiscreteCodec(ActionCodec):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.control_alpha:
-            raise ValueError(f"control_alpha=True needs a continuous action_mode, got {self.mode!r}")
+        if self.control_alpha or self.control_cap:
+            raise ValueError(f"control_{'alpha' if self.control_alpha else 'cap'}=True needs a continuous "
+                             f"action_mode, got {self.mode!r}")
 
     def _space(self) -> spaces.Space[Any]:
         k_count = len(self.k_values)
@@ -132,6 +140,11 @@ class ContinuousCodec(ActionCodec):
     neighbouring k and a slope towards the better one (with nearest rounding every ``a`` in ``(-0.25, 0.25)`` is
     k = 4 for ``K = 5``: flat, no gradient; SAC's policy in the grid never left it).
 
+    With ``control_cap`` a last block of values (one, or one per sample) sets each mix's cap on its weights, as
+    InstaHide capped them, within what its k allows: ``c = (a + 1) / 2`` gives ``cap = 1/k + (1 - 1/k) * c``
+    (``+1``: uncapped; ``-1``: the most even mix, ``c`` kept at least :data:`CAP_FLOOR` so the cap stays above
+    ``1/k``).
+
     :param rounding: ``"nearest"`` or ``"dither"`` (see above).
     """
 
@@ -144,8 +157,17 @@ class ContinuousCodec(ActionCodec):
         super().__init__(*args, **kwargs)
 
     def _space(self) -> spaces.Space[Any]:
-        size = (self.batch_size if self.per_sample else 1) * (2 if self.control_alpha else 1)
+        size = (self.batch_size if self.per_sample else 1) * (1 + self.control_alpha + self.control_cap)
         return spaces.Box(-1.0, 1.0, shape=(size,), dtype=np.float32)
+
+    def caps(self, action: Any, k: np.ndarray) -> np.ndarray | None:
+        if not self.control_cap:
+            return None
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+        block = a[-(a.size // (1 + self.control_alpha + 1)):]
+        c = np.maximum((np.broadcast_to(block, k.shape) + 1.0) / 2.0, CAP_FLOOR)
+        inv = 1.0 / k.astype(np.float64)
+        return np.where(k == 1, 1.0, np.minimum(inv + (1.0 - inv) * c, 1.0))
 
     def decode(self, action: Any, rng: np.random.Generator | None = None) -> tuple[np.ndarray, float | np.ndarray]:
         n, k_count = self.batch_size, len(self.k_values)
@@ -154,10 +176,12 @@ class ContinuousCodec(ActionCodec):
         assert shape is not None
         ok = np.issubdtype(a.dtype, np.number) and a.size == int(np.prod(shape)) and bool(np.isfinite(a).all())
         if not ok or bool((np.abs(a) > 1.0 + 1e-6).any()):
+            blocks = ["k values", *(["alpha values"] if self.control_alpha else []),
+                      *(["cap values"] if self.control_cap else [])]
             raise ValueError(f"action {action!r} is outside the action space {self.space}: expected {shape[0]} finite "
-                             "values in [-1, 1]" + (" (k values, then alpha values)" if self.control_alpha else ""))
+                             "values in [-1, 1]" + (f" ({', then '.join(blocks)})" if len(blocks) > 1 else ""))
         a = np.clip(a.reshape(-1).astype(np.float64), -1.0, 1.0)
-        half = a.size // 2 if self.control_alpha else a.size
+        half = a.size // (1 + self.control_alpha + self.control_cap)
         x = (a[:half] + 1.0) / 2.0 * (k_count - 1)
         if self.rounding == "dither":
             if rng is None:
@@ -170,7 +194,7 @@ class ContinuousCodec(ActionCodec):
         if not self.control_alpha:
             return k, self.dirichlet_alpha
         lo, hi = np.log(self.alpha_range[0]), np.log(self.alpha_range[1])
-        alpha = np.exp(lo + (a[half:] + 1.0) / 2.0 * (hi - lo))
+        alpha = np.exp(lo + (a[half: 2 * half] + 1.0) / 2.0 * (hi - lo))
         return k, (alpha if self.per_sample else float(alpha[0]))
 
     def _encode_index(self, idx: np.ndarray, alpha: float | None) -> Any:
@@ -181,11 +205,15 @@ class ContinuousCodec(ActionCodec):
             target = np.log(self.dirichlet_alpha if alpha is None else alpha)
             pos = 0.0 if hi == lo else float(np.clip((target - lo) / (hi - lo) * 2.0 - 1.0, -1.0, 1.0))
             a = np.concatenate([a, np.full(a.shape, pos)])
+        if self.control_cap:  # uncapped
+            a = np.concatenate([a, np.ones(idx.shape)])
         return a.astype(np.float32)
 
 
 #: mode name -> (codec class, per sample)
 ROUNDINGS = ("nearest", "dither")
+#: the smallest share of the room above ``1/k`` an action-chosen cap keeps (:class:`ContinuousCodec`)
+CAP_FLOOR = 0.02
 ACTION_CODECS: dict[str, tuple[type[ActionCodec], bool]] = {
     "batch_discrete": (DiscreteCodec, False),
     "sample_discrete": (DiscreteCodec, True),
@@ -196,7 +224,7 @@ ACTION_CODECS: dict[str, tuple[type[ActionCodec], bool]] = {
 
 def make_codec(mode: str, k_values: Sequence[int], batch_size: int, dirichlet_alpha: float = 1.0,
                control_alpha: bool = False, alpha_range: tuple[float, float] = (0.1, 10.0),
-               rounding: str = "nearest") -> ActionCodec:
+               rounding: str = "nearest", control_cap: bool = False) -> ActionCodec:
     """The codec of ``mode`` (a key of :data:`ACTION_CODECS`); ``rounding``: a continuous codec's (``"nearest"``
     or ``"dither"``, :class:`ContinuousCodec`).
 
@@ -208,7 +236,7 @@ def make_codec(mode: str, k_values: Sequence[int], batch_size: int, dirichlet_al
     cls, per_sample = ACTION_CODECS[mode]
     if cls is ContinuousCodec:
         return ContinuousCodec(k_values, batch_size, dirichlet_alpha, per_sample, control_alpha, alpha_range,
-                               rounding=rounding)
+                               control_cap, rounding=rounding)
     if rounding != "nearest":
         raise ValueError(f"rounding={rounding!r} needs a continuous action_mode, got {mode!r}")
-    return cls(k_values, batch_size, dirichlet_alpha, per_sample, control_alpha, alpha_range)
+    return cls(k_values, batch_size, dirichlet_alpha, per_sample, control_alpha, alpha_range, control_cap)

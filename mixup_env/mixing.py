@@ -107,7 +107,7 @@ def mix_batch(
     num_classes: int,
     alpha: float | torch.Tensor = 1.0,
     generator: torch.Generator | None = None,
-    max_weight: float | None = None,
+    max_weight: float | torch.Tensor | None = None,
 ) -> MixResult:
     """Mix every sample of a batch with ``k - 1`` distinct partners from the same batch.
 
@@ -122,7 +122,8 @@ def mix_batch(
         mix is applied on the inputs' device, so a CPU generator gives the same mix of GPU inputs as of CPU ones
         (and spares the GPU the sampler's many small steps).
     :param max_weight: cap every mixing weight at this value (:func:`cap_weights`; InstaHide capped it at 0.65);
-        ``None``: uncapped. Each sample's ``k`` must allow it (``1/k < max_weight <= 1``).
+        ``None``: uncapped; an ``(N,)`` tensor: one cap per sample. Each sample's ``k`` must allow its cap
+        (``1/k < max_weight <= 1``).
     :return: a :class:`MixResult` (``partners``, ``weights`` and ``k`` on the generator's device).
     """
     n = inputs.shape[0]
@@ -161,7 +162,7 @@ def check_max_weight(max_weight: float, k_values: Sequence[int]) -> float:
     return cap
 
 
-def cap_weights(weights: torch.Tensor, max_weight: float) -> torch.Tensor:
+def cap_weights(weights: torch.Tensor, max_weight: float | torch.Tensor) -> torch.Tensor:
     """Cap each row's weights at ``max_weight``: the excess of every weight above it is handed to the row's other
     non-zero weights below it, in proportion to them, until none exceeds it (at most ``k`` rounds).
 
@@ -169,17 +170,22 @@ def cap_weights(weights: torch.Tensor, max_weight: float) -> torch.Tensor:
     under the cap is unchanged. The caller checks that every row's ``k`` allows the cap (:func:`check_max_weight`).
 
     :param weights: ``(N, k_max)`` non-negative rows summing to 1.
-    :param max_weight: the cap, in ``(1/k, 1]`` for every row's number of non-zero weights ``k``.
+    :param max_weight: the cap, in ``(1/k, 1]`` for every row's number of non-zero weights ``k``: one for all rows,
+        or an ``(N,)`` tensor, one per row.
     """
     w = weights.clone()
-    cap = float(max_weight)
+    if isinstance(max_weight, torch.Tensor) and max_weight.ndim:
+        cap_t = max_weight.to(w.dtype).to(w.device).reshape(-1, 1).expand_as(w)
+    else:
+        cap_t = torch.full_like(w, float(max_weight))
+    cap = cap_t
     used = w > 0
     for _ in range(w.shape[1]):
         over = w > cap
         if not bool(over.any()):
             break
         excess = (w - cap).clamp_min(0).sum(1, keepdim=True)
-        w = torch.where(over, torch.full_like(w, cap), w)
+        w = torch.where(over, cap_t, w)
         room = used & (w < cap)
         share = torch.where(room, w, torch.zeros_like(w))
         total = share.sum(1, keepdim=True)
@@ -187,7 +193,7 @@ def cap_weights(weights: torch.Tensor, max_weight: float) -> torch.Tensor:
         share = torch.where(total > 0, share / total.clamp_min(1e-300), room.to(w.dtype) / room.sum(1, keepdim=True)
                             .clamp_min(1))
         w = w + excess * share
-    return w.clamp_max(cap) if cap < 1 else w
+    return torch.where(cap_t < 1, torch.minimum(w, cap_t), w)
 
 
 def label_entropy(soft_labels: torch.Tensor) -> torch.Tensor:
@@ -213,7 +219,7 @@ def mix_inputs(
     k: int | torch.Tensor,
     alpha: float | torch.Tensor = 1.0,
     generator: torch.Generator | None = None,
-    max_weight: float | None = None,
+    max_weight: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The inputs half of :func:`mix_batch`, for who has no labels (the data-level attacker simulating the defence):
     the same draws from the same generator give the same mix.
@@ -241,7 +247,7 @@ def _apply(matrix: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
 
 def _mix_matrix(
     n: int, kt: torch.Tensor, alpha: float | torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype,
-    max_weight: float | None = None,
+    max_weight: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The mix as an ``(N, N)`` matrix (row i holds sample i's weights in its partners' columns), its partners and
     weights, all drawn on ``kt``'s device."""
@@ -260,7 +266,13 @@ def _mix_matrix(
     conc = alpha_t.reshape(-1, 1).expand(n, k_max) if alpha_t.ndim else alpha_t.expand(n, k_max)
     gam = sample_gamma(conc.contiguous(), generator) * active
     weights = gam / gam.sum(1, keepdim=True)
-    if max_weight is not None:
+    if isinstance(max_weight, torch.Tensor) and max_weight.ndim:  # one cap per sample (an action chose them)
+        caps = max_weight.to(torch.float64).to(device)
+        if caps.shape != (n,) or not bool(((caps * kt > 1) & (caps <= 1) | (caps == 1)).all()):
+            raise ValueError(f"per-sample caps must be ({n},), each in (1/k, 1] for its sample's k, got "
+                             f"{tuple(caps.shape)} caps {caps.min().item():.3f}..{caps.max().item():.3f}")
+        weights = cap_weights(weights, caps)
+    elif max_weight is not None:
         check_max_weight(max_weight, [int(kt.min())])  # the smallest k is the one a cap can fail
         weights = cap_weights(weights, max_weight)
     weights = weights.to(dtype)

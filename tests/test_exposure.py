@@ -155,3 +155,33 @@ def test_the_model_card_records_the_cap_and_the_data_level_attacker_simulates_it
     _, _, free = defence_mix([2])(x, torch.Generator().manual_seed(0))
     assert capped.max() <= 0.65 + 1e-6 < free.max()
     assert ModelCard.from_dict({"input": "pixel"}).max_weight is None  # older cards: uncapped, alpha 1
+
+
+def test_the_action_can_choose_each_mix_s_cap():
+    env = FrequencyMixupEnv(**TINY, action_mode="sample_continuous", k_values=(2, 4, 6), control_cap=True)
+    assert env.action_space.shape == (32,)
+    env.reset(seed=0)
+    k_part = env.action_for_k([2] * 8 + [6] * 8)[:16]
+    cap_part = np.concatenate([np.full(8, -1.0), np.linspace(-1, 1, 8)]).astype(np.float32)
+    _, _, _, _, info = env.step(np.concatenate([k_part, cap_part]))
+    caps = info["cap_per_sample"]
+    assert caps[:8] == pytest.approx(0.5 + 0.5 * 0.02) and caps[8] == pytest.approx(1 / 6 + 5 / 6 * 0.02)
+    assert caps[-1] == 1.0 and np.all(np.diff(caps[8:]) > 0)  # the cap follows the action within 1/k .. 1
+    assert (info["dominant_weight_per_sample"] <= caps + 1e-6).all()
+    assert info["dominant_weight_per_sample"][:8] == pytest.approx(0.51, abs=1e-6)  # k = 2 at its lowest cap
+    _, _, _, _, info = env.step(env.action_for_k(4))  # encoded actions leave the mixes uncapped
+    assert (info["cap_per_sample"] == 1.0).all()
+    with pytest.raises(ValueError, match="choose one, a fixed cap on every mix or one the action chooses"):
+        FrequencyMixupEnv(**TINY, action_mode="sample_continuous", control_cap=True, max_weight=0.65)
+    with pytest.raises(ValueError, match="control_cap=True needs a continuous action_mode"):
+        FrequencyMixupEnv(**TINY, action_mode="sample_discrete", control_cap=True)
+
+
+def test_per_sample_caps_in_the_mixing_function():
+    x, y = torch.randn(6, 3), torch.arange(6) % 3
+    caps = torch.tensor([1.0, 0.9, 0.6, 0.55, 0.51, 1.0], dtype=torch.float64)
+    m = mix_batch(x, y, 2, 3, 1.0, torch.Generator().manual_seed(0), caps)
+    assert (m.weights.max(1).values <= caps.float() + 1e-6).all()
+    assert torch.allclose(m.weights.sum(1), torch.ones(6))
+    with pytest.raises(ValueError, match=r"per-sample caps must be \(6,\), each in \(1/k, 1\]"):
+        mix_batch(x, y, 2, 3, 1.0, torch.Generator().manual_seed(0), torch.full((6,), 0.4))

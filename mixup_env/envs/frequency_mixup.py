@@ -95,7 +95,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     included for ablations); per-sample actions give each sample of the batch its own ``k``. A continuous value
     ``a`` in ``[-1, 1]`` picks the nearest of ``K`` evenly spaced points, ``k_values[round((a + 1) / 2 * (K - 1))]``.
     With ``control_alpha=True`` a second block of values (one, or one per sample) sets the Dirichlet concentration
-    of the mixing weights, log-uniformly in ``alpha_range`` (``-1`` = the lowest, ``+1`` = the highest).
+    of the mixing weights, log-uniformly in ``alpha_range`` (``-1`` = the lowest, ``+1`` = the highest); with
+    ``control_cap=True`` a last block sets each mix's cap on its weights (``+1`` = uncapped, ``-1`` = nearly equal
+    weights), so the Box grows to 1, 2 or 3 blocks.
     :meth:`action_for_k` encodes a k (or one per sample) as an action of the env's mode.
 
     ## Observation Space
@@ -199,6 +201,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
     * ``batch_size``, ``episode_steps``, ``eval_every`` (evaluate accuracy every n steps and at the end).
     * ``dropped_channels``: channels ``8u+v`` dropped per colour plane (default ``u + v <= 3``).
     * ``dirichlet_alpha``: concentration of the mixing weights (when the action does not set it).
+    * ``control_cap``: continuous modes: a last block of the action (one value, or one per sample) sets each mix's
+      cap on its weights within what its k allows (``+1``: uncapped; :class:`mixup_env.actions.ContinuousCodec`);
+      not with ``max_weight``.
     * ``max_weight``: cap every mixing weight at this value, as InstaHide did (0.65); the excess is handed to the
       mix's other faces (:func:`mixup_env.mixing.cap_weights`). Each k of ``k_values`` must allow it:
       ``1/k < max_weight <= 1`` (``None``: uncapped).
@@ -291,16 +296,21 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         continuous_rounding: str = "nearest",
         attacker_faces: str | os.PathLike[str] | FaceData | None = None,
         attacker_kwargs: Mapping[str, Any] | None = None,
+        control_cap: bool = False,
     ) -> None:
         super().__init__()
         self.k_values = self._check_k_values(k_values, batch_size)
         self.k_values_sorted = tuple(sorted(self.k_values))
         #: the cap on every mixing weight (``None``: uncapped)
         self.max_weight = None if max_weight is None else check_max_weight(max_weight, self.k_values)
+        if control_cap and max_weight is not None:
+            raise ValueError(f"max_weight={max_weight} and control_cap=True: choose one, a fixed cap on every mix or "
+                             "one the action chooses")
         lo, hi = self._check_schedule(episode_steps, eval_every, dirichlet_alpha, alpha_range)
         #: the action mode's space and its translation to mixing decisions (:mod:`mixup_env.actions`)
         self.codec = make_codec(action_mode, self.k_values, batch_size, dirichlet_alpha, control_alpha, (lo, hi),
-                                continuous_rounding)
+                                continuous_rounding, control_cap)
+        self.control_cap = bool(control_cap)
         self.action_mode, self.control_alpha, self.alpha_range = action_mode, bool(control_alpha), (lo, hi)
         self.batch_size, self.episode_steps, self.eval_every = int(batch_size), int(episode_steps), int(eval_every)
         self.dirichlet_alpha = float(dirichlet_alpha)
@@ -486,7 +496,9 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
         x, y = self._batch
         k_t = torch.from_numpy(k)
         alpha_t = alpha if isinstance(alpha, float) else torch.from_numpy(alpha)
-        mix = mix_batch(x, y, k_t, self.num_classes, alpha_t, self._generator, self.max_weight)
+        caps = self.codec.caps(action, k)
+        cap = self.max_weight if caps is None else torch.from_numpy(caps)
+        mix = mix_batch(x, y, k_t, self.num_classes, alpha_t, self._generator, cap)
         self.exposure.update(self._batch_idx, mix.partners, mix.weights)  # the mix was made: a server saw it
         entropies = label_entropy(mix.soft_labels).cpu().numpy()
         weights = (batch_max_weight(mix.partners, mix.weights).cpu().numpy(),
@@ -527,6 +539,8 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             info["clean_loss_after"] = clean_loss_after
         if "validation_loss" in self.measured:
             info["validation_loss"], info["validation_gain"] = validation
+        if caps is not None:
+            info["cap_per_sample"] = caps
         if "leakage" in self.measured:
             info["leakage_per_sample"], info["leakage_unmixed_per_sample"] = leakage
             info["leakage_prevented"] = record.leakage_prevented
@@ -601,7 +615,7 @@ class FrequencyMixupEnv(gym.Env[np.ndarray, Any]):
             "eval_every": self.eval_every, "dropped_channels": list(self.masking.mask.dropped),
             "reward": self.reward_name, "fr_config": self.fr_config.__dict__, "max_weight": self.max_weight,
             "validation_faces": 0 if self._val_y is None else len(self._val_y),
-            "continuous_rounding": getattr(self.codec, "rounding", "nearest"),
+            "continuous_rounding": getattr(self.codec, "rounding", "nearest"), "control_cap": self.control_cap,
             "attacker": None if self.attacker is None else self.attacker.config(),
         }
         return json.loads(json.dumps(cfg, default=list))
