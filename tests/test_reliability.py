@@ -280,7 +280,7 @@ def test_a_checkpoint_of_another_version_is_refused(tmp_path: Path) -> None:
     state = torch.load(path, weights_only=True)
     state["version"] = 0
     torch.save(state, tmp_path / "old.pt")
-    with pytest.raises(CheckpointError, match="is a version 0 env checkpoint; this mixup_env reads version 2 only"):
+    with pytest.raises(CheckpointError, match="is a version 0 env checkpoint; this mixup_env reads version 3 only"):
         _env().load_checkpoint(tmp_path / "old.pt")
 
 
