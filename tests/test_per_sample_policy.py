@@ -65,9 +65,13 @@ class _Threshold(gym.Env):
         self._obs = self.np_random.random(self.observation_space.shape).astype(np.float32)
         return self._obs, {}
 
+    def _right(self, action, high):
+        """Which samples the action answered right (``high``: first feature > 0.5)."""
+        return np.asarray(action) == high.astype(int)
+
     def step(self, action):
-        want = (self._obs[G:].reshape(self.n, F)[:, 0] > 0.5).astype(int)
-        reward = float((np.asarray(action) == want).mean())
+        high = self._obs[G:].reshape(self.n, F)[:, 0] > 0.5
+        reward = float(self._right(action, high).mean())
         self._obs = self.np_random.random(self.observation_space.shape).astype(np.float32)
         return self._obs, reward, False, False, {}
 
@@ -143,11 +147,8 @@ class _Sign(_Threshold):
         super().__init__(n)
         self.action_space = spaces.Box(-1, 1, (n,), np.float32)
 
-    def step(self, action):
-        want = np.where(self._obs[G:].reshape(self.n, F)[:, 0] > 0.5, 1.0, -1.0)
-        reward = float((np.sign(action) == want).mean())
-        self._obs = self.np_random.random(self.observation_space.shape).astype(np.float32)
-        return self._obs, reward, False, False, {}
+    def _right(self, action, high):
+        return np.sign(action) == np.where(high, 1.0, -1.0)
 
 
 @pytest.mark.slow
