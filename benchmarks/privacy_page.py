@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> Path:
     if not args.report_only:
         run_page(page_config(args.work, tuple(args.datasets), tuple(args.defences), progress=not args.no_progress),
                  store, dpsgd=not args.no_dpsgd, kstudy=not args.no_kstudy, policies=args.policies)
-    path = write_privacy_page(store, args.out, policies=args.policies)
+    path = write_privacy_page(store, args.out, policies=args.policies, budget=page_config().attack)
     print(f"wrote {path}")
     return path
 

@@ -17,6 +17,7 @@ from fr_models.recipes import RECIPES, default_recipe, get_recipe
 from mixup_env.transform import COLOURS, UPSAMPLE_FACTORS
 from privacy.attacks import ATTACKS
 from privacy.attacks._loop import MIN_UPDATES
+from privacy.attacks.whitebox import WHITEBOX_LOSSES
 from privacy.defences import DEFENCES, POLICY_ALGOS, POLICY_MODES, DefenceSpec, PolicySpec, train_fr_model
 from privacy.evaluate import DEFAULT_ATTACKS, DEFAULT_JUDGES, JUDGES, AttackBudget, evaluate_privacy, format_report
 from privacy.grid import (
@@ -198,6 +199,9 @@ def _evaluate_args(argv: list[str] | None, doc: str | None) -> argparse.Namespac
                    "at random where an attack made more (dlib's judge costs about 0.15 s a face)")
     p.add_argument("--eigen-components", type=int, default=AttackBudget().eigen_components,
                    help="basis size of whitebox_eigenface's prior (at most twice the public faces, less one)")
+    p.add_argument("--whitebox-loss", default=AttackBudget().whitebox_loss, choices=WHITEBOX_LOSSES,
+                   help="the white-box attacks' identity objective: margin (PLG-MI's max-margin) or ce "
+                   "(cross-entropy, which saturates once the target is sure)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=Path("runs/privacy"))

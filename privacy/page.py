@@ -124,7 +124,8 @@ THREATS: tuple[str, ...] = (
     "- `whitebox_vae` (GMI-style): the latent of a VAE fitted to the public faces is optimised so the target names "
     "the identity, averaged over random views, with a prior penalty; `whitebox_eigenface`: the same on a PCA basis "
     "of the public faces; `whitebox_pixels` (Fredrikson et al. 2015): the pixels themselves, with total-variation "
-    "and norm penalties.",
+    "and norm penalties. Each optimises the budget's `whitebox_loss` (PLG-MI's max-margin objective by default: "
+    "the cross-entropy saturates once the target is sure, long before the image shows the identity).",
     "- `blackbox_scores` (Yang et al. 2019): a decoder from the returned (truncated) score vectors back to the "
     "public faces, applied to each identity's class vector; `blackbox_embeddings`: the same from embeddings, "
     "applied to each identity's mean leaked embedding.",
@@ -175,16 +176,20 @@ def _utility_note(u: dict[str, Any]) -> str:
 
 
 def write_privacy_page(store: CellStore, path: str | Path, command: str = "benchmarks/privacy_page.py",
-                       policies: str | Path | None = None) -> Path:
+                       policies: str | Path | None = None, budget: AttackBudget | None = None) -> Path:
     """``docs/privacy.md`` from the page's cells in ``store`` (figures beside it under ``img/``); ``policies``: the
-    grid's cells, whose one-k policies the data-level study names.
+    grid's cells, whose one-k policies the data-level study names; ``budget``: the page's attack budget, where
+    given the cells attacked under another one are left out of the tables and named as stale (a run recomputes
+    them), so one page never mixes two budgets.
 
     :raises FileNotFoundError: the store holds no cell.
     """
     path = Path(path)
     cells = store.require(f"run {command} first")
-    table = summarise(cells)
-    first = cells[0]
+    stale = [] if budget is None else [c for c in cells if c["settings"]["attacks"] != budget.as_dict()]
+    cells = [c for c in cells if c not in stale]
+    table = summarise(cells) if cells else {}
+    first = cells[0] if cells else stale[0]
     L = ["# Privacy: model-inversion attacks on FR models a person would deploy", "",
          f"Written by `MIXUP_ENV_DATA=../shared/data python3 {command}` from the cells in "
          f"`{os.path.relpath(store.root, path.parent)}/` ({len(cells)} of "
@@ -198,7 +203,7 @@ def write_privacy_page(store: CellStore, path: str | Path, command: str = "bench
          "private faces. Intervals: bootstrap 95 % over the reconstructions. Threat models and attacks: "
          "`privacy/attacks/` (`datalevel`: one mix at a time; `datalevel_cluster`: the training run's encodings "
          "clustered per face, Carlini et al.'s attack on InstaHide).", "",
-         f"Attack budget: `{first['settings']['attacks']}`.", "",
+         f"Attack budget: `{first['settings']['attacks'] if budget is None else budget.as_dict()}`.", "",
          "## Sanity checks", "", "| check | data set | defence | measured | needed | |", "|---|---|---|---|---|---|",
          *[check_row(c) for c in sanity_checks(cells) if c["data"] in table], ""]
     if first["settings"]["data"] == "synthetic":
@@ -208,6 +213,9 @@ def write_privacy_page(store: CellStore, path: str | Path, command: str = "bench
     missing = [f"{d} {n}" for d in PAGE_DATA for n in PAGE_DEFENCES if n not in table.get(d, {})]
     if missing and first["settings"]["data"] != "synthetic":
         L += [f"**Not yet computed** (the run continues where it stopped): {', '.join(missing)}.", ""]
+    if stale:
+        L += ["**Stale** (attacked under another budget; left out of this page, recomputed by the next run): "
+              + ", ".join(f"{c['settings']['data']} {c['settings']['defence']}" for c in stale) + ".", ""]
     for data in sorted(table, key=lambda d: list(PAGE_DATA).index(d) if d in PAGE_DATA else len(PAGE_DATA)):
         defences = table[data]
         any_cell = defences[next(iter(defences))]["cells"][0]

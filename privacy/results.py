@@ -213,8 +213,9 @@ def policy_habit(dist: dict[str, float], mean_k: float) -> str:
 
 
 def grid_figure(data: str, defences: dict[str, dict[str, Any]], path: Path) -> Path | None:
-    """Reconstructions of seed 0: per defence a row of the shown attacks' images (the headline white-box attack,
-    the per-mix and the clustering data-level attacks), each with its judge's verdict where the cell has one."""
+    """Reconstructions of seed 0: per defence a row of the shown attacks' images (:data:`~privacy.grid.SHOWN`: the
+    white-box attacks with the VAE and the eigenface prior, the per-mix and the clustering data-level attacks), each
+    with its judge's verdict where the cell has one."""
     from matplotlib.figure import Figure
 
     rows = [(n, next((c for c in defences[n]["cells"] if c["settings"]["seed"] == min(defences[n]["seeds"])), None))
@@ -231,7 +232,8 @@ def grid_figure(data: str, defences: dict[str, dict[str, Any]], path: Path) -> P
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    titles = {HEADLINE: f"{HEADLINE} (white-box + prior)", "datalevel": "datalevel (per mix)",
+    titles = {HEADLINE: f"{HEADLINE} (white-box, VAE prior)", "whitebox_eigenface": "whitebox_eigenface (white-box, "
+              "eigenface prior)", "datalevel": "datalevel (per mix)",
               "datalevel_cluster": "datalevel_cluster (training run)"}
     for block, attack in enumerate(shown):
         axes[0][block * n].set_title(titles.get(attack, attack), fontsize=7, loc="left")

@@ -12,6 +12,7 @@ import privacy.grid
 from privacy.evaluate import AttackBudget
 from privacy.grid import (
     ATTACKS,
+    SHOWN,
     THUMB,
     AgentBudget,
     Cell,
@@ -56,6 +57,7 @@ def test_grid_runs_cells_resumes_and_regenerates_the_report(tmp_path, monkeypatc
     assert len(updates) == 1 and updates.pop() > 0 and cell["settings"]["defence"] == "fixed2"  # same updates
     side = THUMB
     assert decode_thumbnails(cell["thumbnails"]["whitebox_vae"]).shape == (3, side, side) and side >= 64
+    assert set(cell["thumbnails"]) == set(SHOWN) == set(cell["thumbnail_verdicts"])  # both priors' reconstructions
     verdicts = cell["thumbnail_verdicts"]["whitebox_vae"]  # what the judge called each shown reconstruction
     assert len(verdicts) == 3 and all(v[:2] in ("= ", "≠ ") for v in verdicts)
     policy = json.loads(cells[2].read_text())
@@ -231,6 +233,12 @@ def test_privacy_page_runs_its_models_as_cells_and_writes_the_page_from_them(tmp
     # nothing retrained: the sweep's points, the dpsgd cell and the study reused
     run_page(config, store, noise=(1000.0, 0.05), policies=grid, schemes=[Scheme("k1", (1,))])
     assert write_privacy_page(store, tmp_path / "privacy.md").read_text().count("| 1000 |") == 1
+    # cells attacked under another budget than the page's are left out and named, never mixed in
+    other = dataclasses.replace(config.attack, steps=config.attack.steps + 1)
+    stale = write_privacy_page(store, tmp_path / "privacy.md", budget=other).read_text()
+    assert "**Stale**" in stale and "synthetic fixed2" in stale and "### synthetic, fixed2" not in stale
+    assert str(other.as_dict()) in stale
+    assert "**Stale**" not in write_privacy_page(store, tmp_path / "privacy.md", budget=config.attack).read_text()
 
     # the page's models attacked again with a smaller budget, the figures side by side
     import privacy.budgets

@@ -30,7 +30,10 @@ from privacy.attacks.augment import random_augment
 from privacy.attacks.priors import ImagePrior
 from privacy.attacks.target import TargetModel
 
-__all__ = ["InversionResult", "invert", "total_variation"]
+__all__ = ["WHITEBOX_LOSSES", "InversionResult", "invert", "total_variation"]
+
+#: the identity objectives :func:`invert` accepts
+WHITEBOX_LOSSES = ("margin", "ce")
 
 
 @dataclass
@@ -63,11 +66,11 @@ def _identity_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> tor
         own = logits.gather(1, target.view(-1, 1)).squeeze(1)
         other = logits.scatter(1, target.view(-1, 1), float("-inf")).max(1).values
         return other - own
-    raise ValueError(f"unknown identity loss {kind!r}: accepted 'ce' or 'margin'")
+    raise ValueError(f"unknown identity loss {kind!r}: accepted {' or '.join(repr(k) for k in WHITEBOX_LOSSES)}")
 
 
 def _check_inversion(target: TargetModel, classes: torch.Tensor | list[int], prior: ImagePrior | None,
-                     restarts: int, steps: int, views: int) -> torch.Tensor:
+                     restarts: int, steps: int, views: int, loss: str) -> torch.Tensor:
     """The identities to attack as a CPU tensor; a clear error for settings :func:`invert` cannot run."""
     cls = torch.as_tensor(classes, dtype=torch.long).reshape(-1).cpu()
     if len(cls) == 0:
@@ -75,6 +78,8 @@ def _check_inversion(target: TargetModel, classes: torch.Tensor | list[int], pri
     if int(cls.min()) < 0 or int(cls.max()) >= target.num_classes:
         raise ValueError(f"classes must be identities of the target, 0..{target.num_classes - 1}, got "
                          f"{int(cls.min())}..{int(cls.max())}")
+    if loss not in WHITEBOX_LOSSES:
+        raise ValueError(f"unknown identity loss {loss!r}: accepted {' or '.join(repr(k) for k in WHITEBOX_LOSSES)}")
     if restarts < 1 or steps < 1 or views < 1:
         raise ValueError(f"restarts, steps and views must be >= 1, got {restarts}, {steps}, {views}")
     if prior is not None and tuple(prior.image_size) != target.image_size:
@@ -101,7 +106,7 @@ def invert(
     steps: int = 200,
     lr: float | None = None,
     views: int = 4,
-    loss: str = "ce",
+    loss: str = "margin",
     latent_weight: float = 0.05,
     tv_weight: float = 0.05,
     l2_weight: float = 0.01,
@@ -119,7 +124,9 @@ def invert(
     :param steps: Adam steps per start.
     :param lr: Adam step size (default 0.05 for a latent, 0.1 for pixel logits).
     :param views: random views per image and step the objective is averaged over (``1`` with no augmentation).
-    :param loss: ``"ce"`` (cross-entropy of the identity) or ``"margin"`` (its logit against the best other one).
+    :param loss: ``"margin"`` (the identity's logit against the best other one, PLG-MI's max-margin loss) or
+        ``"ce"`` (its cross-entropy, which saturates once the target is sure; see
+        :class:`privacy.evaluate.AttackBudget`'s ``whitebox_loss`` for what each reaches).
     :param latent_weight: weight of ``mean(z**2)`` (keeps a prior's latent where faces are).
     :param tv_weight: weight of the total variation (no prior only).
     :param l2_weight: weight of the mean squared distance to mid-grey (no prior only).
@@ -130,7 +137,7 @@ def invert(
         the encodings of the ``restarts`` public faces the target scores highest for it (``None``: random starts).
     """
     t0 = time.perf_counter()
-    cls = _check_inversion(target, classes, prior, restarts, steps, views)
+    cls = _check_inversion(target, classes, prior, restarts, steps, views, loss)
     dev = next(target.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     c, (h, w) = target.in_channels, target.image_size
