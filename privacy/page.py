@@ -186,8 +186,9 @@ def write_privacy_page(store: CellStore, path: str | Path, command: str = "bench
     """
     path = Path(path)
     cells = store.require(f"run {command} first")
-    stale = [] if budget is None else [c for c in cells if c["settings"]["attacks"] != budget.as_dict()]
-    cells = [c for c in cells if c not in stale]
+    current = [budget is None or c["settings"]["attacks"] == budget.as_dict() for c in cells]
+    stale = [c for c, ok in zip(cells, current) if not ok]
+    cells = [c for c, ok in zip(cells, current) if ok]
     table = summarise(cells) if cells else {}
     first = cells[0] if cells else stale[0]
     L = ["# Privacy: model-inversion attacks on FR models a person would deploy", "",

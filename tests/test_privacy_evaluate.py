@@ -255,7 +255,7 @@ def test_the_eigenface_prior_takes_the_budgets_basis_size() -> None:
     assert AttackBudget().eigen_components == 1000 and "eigen_components" in AttackBudget().as_dict()
 
 
-def test_the_budgets_whitebox_loss_reaches_every_whitebox_attack(monkeypatch) -> None:
+def test_the_budgets_whitebox_loss_reaches_the_whitebox_attacks(monkeypatch) -> None:
     """whitebox_loss (default: the max-margin objective) is the objective each white-box attack optimises; an
     objective invert does not know is refused when the budget is made."""
     import privacy.evaluate as ev
@@ -274,9 +274,10 @@ def test_the_budgets_whitebox_loss_reaches_every_whitebox_attack(monkeypatch) ->
     for loss in ("margin", "ce"):
         attacker = ev._Attacker(None, x, [], x, torch.zeros(30, dtype=torch.long), torch.arange(1),
                                 dataclasses.replace(TINY, whitebox_loss=loss), Path("unused"), 0, "cpu", False)
-        with pytest.raises(Called):
-            attacker.run("whitebox_pixels")
-    assert seen == ["margin", "ce"] and AttackBudget().whitebox_loss == "margin"
+        for attack in ("whitebox_pixels", "whitebox_eigenface"):  # without a prior and with one
+            with pytest.raises(Called):
+                attacker.run(attack)
+    assert seen == ["margin", "margin", "ce", "ce"] and AttackBudget().whitebox_loss == "margin"
     assert AttackBudget().as_dict()["whitebox_loss"] == "margin"  # part of every cell's settings hash
     with pytest.raises(ValueError, match=r"whitebox_loss must be one of \['margin', 'ce'\], got 'hinge'"):
         AttackBudget(whitebox_loss="hinge")

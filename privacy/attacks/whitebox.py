@@ -62,11 +62,10 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 def _identity_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "ce":
         return F.cross_entropy(logits, target, reduction="none")
-    if kind == "margin":  # PLG-MI's max-margin loss: push the target's logit above the best other one
-        own = logits.gather(1, target.view(-1, 1)).squeeze(1)
-        other = logits.scatter(1, target.view(-1, 1), float("-inf")).max(1).values
-        return other - own
-    raise ValueError(f"unknown identity loss {kind!r}: accepted {' or '.join(repr(k) for k in WHITEBOX_LOSSES)}")
+    # "margin" (checked by _check_inversion): PLG-MI's max-margin loss, the target's logit above the best other one
+    own = logits.gather(1, target.view(-1, 1)).squeeze(1)
+    other = logits.scatter(1, target.view(-1, 1), float("-inf")).max(1).values
+    return other - own
 
 
 def _check_inversion(target: TargetModel, classes: torch.Tensor | list[int], prior: ImagePrior | None,
