@@ -17,7 +17,32 @@ import torch
 
 from fr_models.trainer import atomic_write
 
-__all__ = ["load_point", "pareto_dominated", "plot_pareto", "plot_reconstruction_grid", "write_section"]
+__all__ = ["load_point", "pareto_dominated", "plot_pareto", "plot_reconstruction_grid", "save_figure", "write_section"]
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 80, colors: int = 64) -> Path:
+    """Write a matplotlib figure as a palette PNG, atomically: grey faces with a few coloured labels need far fewer
+    than the 16 million colours of matplotlib's RGBA output, and a palette keeps a large grid of faces under the
+    repository's 1 MB file limit (a 10-defence grid is about 1 MB as RGBA, about a third of that as 64 colours).
+
+    :param fig: the figure.
+    :param path: the PNG to write.
+    :param dpi: resolution.
+    :param colors: palette size, 2 to 256.
+    :raises ValueError: a palette size outside 2..256.
+    """
+    from PIL import Image
+
+    if not 2 <= int(colors) <= 256:
+        raise ValueError(f"colors must be in 2..256, got {colors}")
+
+    def write(tmp: Path) -> None:
+        fig.savefig(tmp, dpi=dpi)
+        with Image.open(tmp) as im:
+            rgb = im.convert("RGB")
+        rgb.quantize(colors=int(colors)).save(tmp, format="PNG", optimize=True)
+
+    return atomic_write(path, write)
 
 
 def write_section(md_path: str | os.PathLike[str], section: str) -> Path:
@@ -105,7 +130,7 @@ def plot_reconstruction_grid(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=72))
+    return save_figure(fig, path, dpi=72)
 
 
 def plot_pareto(

@@ -34,7 +34,7 @@ from privacy.grid import (
     DataSettings,
     decode_thumbnails,
 )
-from privacy.report import pareto_dominated
+from privacy.report import pareto_dominated, save_figure
 
 __all__ = ["policy_habit", "summarise", "verdict", "write_report"]
 
@@ -254,7 +254,7 @@ def grid_figure(data: str, defences: dict[str, dict[str, Any]], path: Path) -> P
                                   color="green" if verdicts[j].startswith("=") else "firebrick")
     fig.suptitle(f"{data}: reconstructions of the first {n} attacked private identities (seed 0)", fontsize=8)
     fig.tight_layout()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80))
+    return save_figure(fig, path, dpi=80)
 
 
 def write_report(store: CellStore, report: str | Path, data_settings: Mapping[str, DataSettings] = DATASETS,

@@ -35,7 +35,7 @@ from fr_models.training import fit
 from fr_models.synthetic import make_synthetic_faces
 from mixup_env import ChannelMask, FrequencyMasking, block_dct, mix_batch
 from mixup_env.transform import model_card
-from privacy.report import pareto_dominated, plot_pareto
+from privacy.report import pareto_dominated, plot_pareto, save_figure
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +280,27 @@ def test_pareto_plot(tmp_path) -> None:
     assert pareto_dominated([(0.9, 0.9), (0.1, 0.1)]) == [False, True]
     out = plot_pareto(["a", "b", "c"], [0.9, 0.5, 0.4], [0.1, 0.6, 0.5], tmp_path / "p.png")
     assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_save_figure_writes_a_smaller_palette_png_of_the_same_picture(tmp_path) -> None:
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    fig = Figure(figsize=(4, 3))
+    ax = fig.subplots()
+    ax.imshow(np.random.default_rng(0).integers(0, 256, (64, 64)), cmap="gray", vmin=0, vmax=255)
+    ax.set_xlabel("= s6", color="green")
+    fig.savefig(tmp_path / "rgba.png", dpi=80)
+    out = save_figure(fig, tmp_path / "p.png", dpi=80, colors=64)
+    with Image.open(out) as im, Image.open(tmp_path / "rgba.png") as ref:
+        assert im.mode == "P" and im.size == ref.size
+        assert len(im.getcolors(256)) <= 64
+        diff = np.abs(np.asarray(im.convert("RGB"), float) - np.asarray(ref.convert("RGB"), float))
+    assert diff.mean() < 4.0  # the same picture, up to the palette's rounding
+    assert out.stat().st_size < (tmp_path / "rgba.png").stat().st_size
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    with pytest.raises(ValueError, match="colors must be in 2..256, got 1"):
+        save_figure(fig, tmp_path / "q.png", colors=1)
 
 
 def test_small_sets_get_a_minimum_number_of_updates() -> None:
